@@ -13,4 +13,5 @@
 //! - [`p2p`]: the libp2p host (TCP, WebSocket, noise, yamux, identify, ping).
 //! - [`http`]: health, metrics and (later) the routing and name APIs.
 pub mod blocks;
+pub mod car;
 pub mod config;
