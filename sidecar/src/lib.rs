@@ -15,3 +15,5 @@
 pub mod blocks;
 pub mod car;
 pub mod config;
+pub mod shards;
+pub mod store;

@@ -9,6 +9,8 @@
 //! This module must never decide *whether* to serve a block to a peer: that is
 //! the quota module's job.
 
+pub mod car_store;
+
 use bytes::Bytes;
 use cid::multihash::Multihash;
 

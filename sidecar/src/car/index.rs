@@ -281,7 +281,9 @@ fn write_sorted(recs: &[&(u64, Vec<u8>, u64)], out: &mut Vec<u8>) {
 mod tests {
     use super::*;
 
-    fn collect(bytes: &[u8]) -> Result<(u64, Vec<(Option<u64>, Vec<u8>, u64)>), CarError> {
+    type Entries = Vec<(Option<u64>, Vec<u8>, u64)>;
+
+    fn collect(bytes: &[u8]) -> Result<(u64, Entries), CarError> {
         let mut v = Vec::new();
         let codec = read_index(bytes, 0, bytes.len() as u64, |e| {
             v.push((e.code, e.digest.to_vec(), e.offset));

@@ -140,11 +140,9 @@ fn every_truncation_is_a_clear_error() {
             let prefix = &bytes[..len];
             let r = scan_bytes(prefix);
             // A CARv1 cut exactly between sections is a valid, shorter CAR.
-            if version == 1 {
-                if let Ok((s, _)) = &r {
-                    assert!(s.blocks < blocks.len() as u64);
-                    continue;
-                }
+            if let (1, Ok((s, _))) = (version, &r) {
+                assert!(s.blocks < blocks.len() as u64);
+                continue;
             }
             let err = r.expect_err(&format!("v{version} prefix {len} must fail"));
             assert!(

@@ -1,0 +1,310 @@
+//! The embedded store: one redb database file holding the block index and
+//! the shard registry (and, later, other modules' tables).
+//!
+//! # Brief overview
+//!
+//! - [`Store::open`] creates or opens `<data_dir>/sidecar.redb`, checks the
+//!   schema version ([`SCHEMA_VERSION`]) and refuses a newer one.
+//! - [`Store::lookup`] / [`Store::lookup_many`] map a multihash to a
+//!   [`BlockLocation`] (shard id, offset, length) in one read transaction.
+//! - [`Store::shards`] / [`Store::shard`] read the shard registry
+//!   ([`ShardMeta`]). Writes to both tables are done by `shards::import`,
+//!   which owns the "one durable commit per CAR" rule.
+//!
+//! # Tables (names carry their version, so a future layout can live beside)
+//!
+//! | table | key | value |
+//! | --- | --- | --- |
+//! | `meta` | `&str` | `u64` (`schema_version`) |
+//! | `blocks_v1` | multihash bytes | 16 bytes: shard id u32 LE, offset u64 LE, len u32 LE |
+//! | `shards_v1` | shard id `u32` | [`ShardMeta`] as JSON |
+//! | `shard_paths_v1` | canonical path | shard id `u32` |
+//!
+//! # What survives a crash
+//!
+//! Every write transaction is committed with redb's default
+//! `Durability::Immediate`: when `commit()` returns, the data is on disk
+//! (fsync'd) and survives a crash or power loss. A transaction that has not
+//! returned from `commit()` is invisible after a restart, in full. Import puts
+//! a CAR's index entries and its registry row (the "indexed" mark) in the same
+//! transaction, so after any crash a shard is either fully indexed or absent.
+//!
+//! This module never reads CAR files and never decides what to import.
+
+mod location;
+mod shard_meta;
+
+pub use location::{BlockLocation, LOCATION_LEN};
+pub use shard_meta::ShardMeta;
+
+use std::path::{Path, PathBuf};
+
+use cid::multihash::Multihash;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+/// The schema this code writes and reads. Bump it (and add `*_v2` tables)
+/// for any incompatible layout change; older binaries then refuse the file.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// File name of the database inside the data directory.
+pub const DB_FILE_NAME: &str = "sidecar.redb";
+
+/// Longest multihash key: a 9-byte code varint, a 1-byte length varint and a
+/// 64-byte digest (`Multihash<64>`), rounded up.
+pub const MAX_KEY_LEN: usize = 80;
+
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(crate) const BLOCKS: TableDefinition<&[u8], &[u8; LOCATION_LEN]> =
+    TableDefinition::new("blocks_v1");
+pub(crate) const SHARDS: TableDefinition<u32, &[u8]> = TableDefinition::new("shards_v1");
+pub(crate) const SHARD_PATHS: TableDefinition<&str, u32> = TableDefinition::new("shard_paths_v1");
+
+const SCHEMA_KEY: &str = "schema_version";
+
+/// Why the store could not be opened, read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database file could not be created or opened.
+    #[error("opening store {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: redb::DatabaseError,
+    },
+    /// The file was written by a newer sidecar.
+    #[error(
+        "store {path} has schema version {found}, newer than the {supported} this binary \
+         supports; upgrade sidecar or point it at another data directory"
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: u64,
+        supported: u64,
+    },
+    /// A value in the store could not be decoded.
+    #[error("store is corrupt: {0}")]
+    Corrupt(String),
+    /// A redb operation failed.
+    #[error("store: {0}")]
+    Db(#[from] redb::Error),
+}
+
+macro_rules! via_redb_error {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Db(e.into())
+            }
+        }
+    )*};
+}
+via_redb_error!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// The database handle. Cheap to share behind an `Arc`; every method may be
+/// called from many threads at once (redb allows concurrent readers and one
+/// writer).
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+/// Writes the multihash's binary form into `buf`; returns the used part.
+pub fn mh_key<'a>(mh: &Multihash<64>, buf: &'a mut [u8; MAX_KEY_LEN]) -> &'a [u8] {
+    let len = mh.encoded_len().min(MAX_KEY_LEN);
+    let mut w = &mut buf[..len];
+    // Writing into a slice of exactly encoded_len bytes cannot fail.
+    let _ = mh.write(&mut w);
+    &buf[..len]
+}
+
+impl Store {
+    /// Opens (creating if needed) the database file at `path`, creates the
+    /// tables and records [`SCHEMA_VERSION`] on first use, and refuses a file
+    /// with a newer schema.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let db = Database::create(&path).map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        let tx = db.begin_write()?;
+        {
+            let mut meta = tx.open_table(META)?;
+            let found = meta.get(SCHEMA_KEY)?.map(|v| v.value());
+            match found {
+                Some(v) if v > SCHEMA_VERSION => {
+                    return Err(StoreError::NewerSchema {
+                        path,
+                        found: v,
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    meta.insert(SCHEMA_KEY, SCHEMA_VERSION)?;
+                }
+            }
+            tx.open_table(BLOCKS)?;
+            tx.open_table(SHARDS)?;
+            tx.open_table(SHARD_PATHS)?;
+        }
+        tx.commit()?;
+        Ok(Store { db, path })
+    }
+
+    /// Opens `<data_dir>/sidecar.redb`.
+    pub fn open_in_dir(data_dir: impl AsRef<Path>) -> Result<Store, StoreError> {
+        Self::open(data_dir.as_ref().join(DB_FILE_NAME))
+    }
+
+    /// The database file path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// Where the block with this multihash is, if indexed.
+    pub fn lookup(&self, mh: &Multihash<64>) -> Result<Option<BlockLocation>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let blocks = tx.open_table(BLOCKS)?;
+        let mut buf = [0u8; MAX_KEY_LEN];
+        Ok(blocks
+            .get(mh_key(mh, &mut buf))?
+            .map(|v| BlockLocation::unpack(v.value())))
+    }
+
+    /// [`Store::lookup`] for many multihashes in one read transaction, in
+    /// order.
+    pub fn lookup_many(
+        &self,
+        mhs: &[Multihash<64>],
+    ) -> Result<Vec<Option<BlockLocation>>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let blocks = tx.open_table(BLOCKS)?;
+        let mut buf = [0u8; MAX_KEY_LEN];
+        mhs.iter()
+            .map(|mh| {
+                Ok(blocks
+                    .get(mh_key(mh, &mut buf))?
+                    .map(|v| BlockLocation::unpack(v.value())))
+            })
+            .collect()
+    }
+
+    /// Number of indexed blocks (distinct multihashes).
+    pub fn block_count(&self) -> Result<u64, StoreError> {
+        let tx = self.db.begin_read()?;
+        Ok(tx.open_table(BLOCKS)?.len()?)
+    }
+
+    /// The registry row of one shard.
+    pub fn shard(&self, id: u32) -> Result<Option<ShardMeta>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let shards = tx.open_table(SHARDS)?;
+        shards
+            .get(id)?
+            .map(|v| ShardMeta::decode(v.value()))
+            .transpose()
+    }
+
+    /// The registry row of the shard at this canonical path.
+    pub fn shard_by_path(&self, path: &Path) -> Result<Option<ShardMeta>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let paths = tx.open_table(SHARD_PATHS)?;
+        let Some(id) = paths.get(path_key(path)?.as_str())?.map(|v| v.value()) else {
+            return Ok(None);
+        };
+        let shards = tx.open_table(SHARDS)?;
+        shards
+            .get(id)?
+            .map(|v| ShardMeta::decode(v.value()))
+            .transpose()
+    }
+
+    /// Every indexed shard, by id.
+    pub fn shards(&self) -> Result<Vec<ShardMeta>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let shards = tx.open_table(SHARDS)?;
+        let mut out = Vec::new();
+        for row in shards.iter()? {
+            let (_, v) = row?;
+            out.push(ShardMeta::decode(v.value())?);
+        }
+        Ok(out)
+    }
+}
+
+/// The registry key of a path: paths must be UTF-8 to be stored.
+pub(crate) fn path_key(path: &Path) -> Result<String, StoreError> {
+    path.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| StoreError::Corrupt(format!("path {} is not UTF-8", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creates_schema_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE_NAME);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.block_count().unwrap(), 0);
+        assert!(store.shards().unwrap().is_empty());
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        let tx = store.db().begin_read().unwrap();
+        let meta = tx.open_table(META).unwrap();
+        assert_eq!(
+            meta.get(SCHEMA_KEY).unwrap().unwrap().value(),
+            SCHEMA_VERSION
+        );
+    }
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE_NAME);
+        {
+            let store = Store::open(&path).unwrap();
+            let tx = store.db().begin_write().unwrap();
+            tx.open_table(META)
+                .unwrap()
+                .insert(SCHEMA_KEY, SCHEMA_VERSION + 1)
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        let err = Store::open(&path).unwrap_err();
+        assert!(matches!(
+            err,
+            StoreError::NewerSchema {
+                found: 2,
+                supported: 1,
+                ..
+            }
+        ));
+        assert!(err.to_string().contains("schema version 2"));
+    }
+
+    #[test]
+    fn mh_key_is_the_binary_multihash() {
+        let mh = Multihash::<64>::wrap(0x12, &[7u8; 32]).unwrap();
+        let mut buf = [0u8; MAX_KEY_LEN];
+        assert_eq!(mh_key(&mh, &mut buf), mh.to_bytes().as_slice());
+    }
+}
