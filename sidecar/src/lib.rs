@@ -12,6 +12,7 @@
 //! - [`quota`]: the single choke point the Bitswap engine asks before serving.
 //! - [`p2p`]: the libp2p host (TCP, WebSocket, noise, yamux, identify, ping).
 //! - [`http`]: health, metrics and (later) the routing and name APIs.
+pub mod bitswap;
 pub mod blocks;
 pub mod car;
 pub mod config;
