@@ -12,9 +12,17 @@
 //! - [`quota`]: the single choke point the Bitswap engine asks before serving.
 //! - [`p2p`]: the libp2p host (TCP, WebSocket, noise, yamux, identify, ping).
 //! - [`http`]: health, metrics and (later) the routing and name APIs.
+
 pub mod bitswap;
 pub mod blocks;
 pub mod car;
+pub mod cli;
 pub mod config;
+pub mod http;
+pub mod identity;
+pub mod metrics;
+pub mod node;
+pub mod p2p;
+pub mod quota;
 pub mod shards;
 pub mod store;

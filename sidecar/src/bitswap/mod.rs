@@ -23,6 +23,7 @@ pub mod frame;
 pub mod ledger;
 pub mod pb;
 pub mod response;
+pub mod server;
 pub mod wire;
 
 pub use engine::{Batch, BatchId, Counters, Engine, EngineConfig, Received};

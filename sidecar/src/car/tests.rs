@@ -290,7 +290,10 @@ fn fuzz_seeds_are_valid_cars() {
         ("seed-v1", write(1, IndexKind::None, &few)),
         ("seed-v2-noindex", write(2, IndexKind::None, &few)),
         ("seed-v2-sorted", write(2, IndexKind::Sorted, &few)),
-        ("seed-v2-mhsorted", write(2, IndexKind::MultihashSorted, &blocks())),
+        (
+            "seed-v2-mhsorted",
+            write(2, IndexKind::MultihashSorted, &blocks()),
+        ),
     ];
     let dir = std::env::var_os("SIDECAR_WRITE_FUZZ_SEEDS");
     for (name, bytes) in seeds {

@@ -1,0 +1,557 @@
+//! The Bitswap server: glue between libp2p streams, the pure [`Engine`], the
+//! quota gate and the block source.
+//!
+//! Data flow, one way: an inbound stream is read in a loop until EOF; each
+//! frame is decoded, the wanted blocks' sizes are looked up (blocking pool),
+//! and the engine queues tasks. Worker tasks take fair batches from the
+//! engine, ask the [`QuotaGate`] about every task *before* any block is read,
+//! read the admitted blocks, build responses (≤ 4 MiB each) and hand them to
+//! the peer's writer, which sends them on an outbound stream the server
+//! opened (Bitswap replies never go back on the inbound stream).
+//!
+//! Bounds: inbound streams per peer (`max_inbound_streams_per_peer`; more are
+//! reset), one batch in flight per peer (the engine's rule), a writer queue
+//! of [`WRITER_QUEUE`] responses per peer, and a write timeout
+//! (`send_timeout`) after which the outbound stream is dropped. A malformed
+//! frame closes that stream only; other peers never notice.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use bytes::Bytes;
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use libp2p::{PeerId, Stream, StreamProtocol};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    Engine, EngineConfig, FrameDecoder, Protocol, ResponseBuilder, decode_request,
+    engine::Batch,
+    ledger::{Action, Outcome, Task},
+    response::Presence,
+};
+use crate::{
+    blocks::BlockSource,
+    config::BitswapConfig,
+    metrics::{KindLabel, Metrics, ProtocolLabel, ReasonLabel},
+    quota::{Admission, QuotaGate, Response},
+};
+
+/// Responses queued per peer writer before workers wait for it.
+const WRITER_QUEUE: usize = 4;
+
+/// Read buffer per inbound stream.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("protocol {0} is already being accepted")]
+    AlreadyRegistered(&'static str),
+}
+
+/// A cheaply clonable handle to the server.
+#[derive(Clone)]
+pub struct BitswapServer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: BitswapConfig,
+    engine: Mutex<Engine>,
+    blocks: Arc<dyn BlockSource>,
+    quota: Arc<dyn QuotaGate>,
+    metrics: Arc<Metrics>,
+    work: Notify,
+    peers: Mutex<HashMap<PeerId, PeerState>>,
+}
+
+/// What the server remembers about a connected peer besides its ledger.
+#[derive(Default)]
+struct PeerState {
+    /// The newest protocol the peer used on an inbound stream: replies use it.
+    protocol: Option<Protocol>,
+    inbound_streams: usize,
+    writer: Option<mpsc::Sender<Bytes>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain data behind; keep serving.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl BitswapServer {
+    pub fn new(
+        config: BitswapConfig,
+        blocks: Arc<dyn BlockSource>,
+        quota: Arc<dyn QuotaGate>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let engine = Engine::new(EngineConfig::from(&config));
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                engine: Mutex::new(engine),
+                blocks,
+                quota,
+                metrics,
+                work: Notify::new(),
+                peers: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Forgets everything about a peer whose last connection closed.
+    pub fn peer_disconnected(&self, peer: PeerId) {
+        lock(&self.inner.engine).peer_disconnected(&peer);
+        lock(&self.inner.peers).remove(&peer);
+    }
+
+    /// Registers every Bitswap protocol with the host and spawns the
+    /// acceptors and workers. The returned task ends once `stop` is
+    /// cancelled and the workers have finished their current batch.
+    pub fn start(
+        &self,
+        control: libp2p_stream::Control,
+        stop: CancellationToken,
+    ) -> Result<tokio::task::JoinHandle<()>, ServerError> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for protocol in Protocol::ALL {
+            let mut incoming = control
+                .clone()
+                .accept(StreamProtocol::new(protocol.as_str()))
+                .map_err(|_| ServerError::AlreadyRegistered(protocol.as_str()))?;
+            let server = self.clone();
+            let stop = stop.clone();
+            tasks.spawn(async move {
+                loop {
+                    let next = tokio::select! {
+                        _ = stop.cancelled() => break,
+                        next = incoming.next() => next,
+                    };
+                    let Some((peer, stream)) = next else { break };
+                    server.accept_stream(peer, protocol, stream, &stop);
+                }
+            });
+        }
+        for _ in 0..self.inner.config.workers {
+            let server = self.clone();
+            let stop = stop.clone();
+            let control = control.clone();
+            tasks.spawn(async move { server.worker(control, stop).await });
+        }
+        Ok(tokio::spawn(async move {
+            while tasks.join_next().await.is_some() {}
+        }))
+    }
+
+    fn accept_stream(
+        &self,
+        peer: PeerId,
+        protocol: Protocol,
+        stream: Stream,
+        stop: &CancellationToken,
+    ) {
+        let label = ProtocolLabel {
+            protocol: protocol.as_str(),
+        };
+        {
+            let mut peers = lock(&self.inner.peers);
+            let state = peers.entry(peer).or_default();
+            if state.inbound_streams >= self.inner.config.max_inbound_streams_per_peer {
+                drop(peers);
+                tracing::debug!(%peer, "too many inbound bitswap streams; resetting");
+                self.reject("too_many_streams");
+                return; // dropping the stream resets it
+            }
+            state.inbound_streams += 1;
+            state.protocol = Some(protocol);
+        }
+        self.inner
+            .metrics
+            .bitswap_streams
+            .get_or_create(&label)
+            .inc();
+        let server = self.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                result = server.read_stream(peer, protocol, stream) => {
+                    if let Err(reason) = result {
+                        tracing::debug!(%peer, %protocol, reason, "closing bitswap stream");
+                    }
+                }
+            }
+            if let Some(state) = lock(&server.inner.peers).get_mut(&peer) {
+                state.inbound_streams = state.inbound_streams.saturating_sub(1);
+            }
+        });
+    }
+
+    fn reject(&self, reason: &'static str) {
+        self.inner
+            .metrics
+            .bitswap_rejected
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// Reads messages from one inbound stream until EOF or a bad frame.
+    async fn read_stream(
+        &self,
+        peer: PeerId,
+        protocol: Protocol,
+        mut stream: Stream,
+    ) -> Result<(), &'static str> {
+        let mut decoder = FrameDecoder::new();
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            let n = stream.read(&mut buf).await.map_err(|_| "read error")?;
+            if n == 0 {
+                return decoder.finish().map_err(|_| {
+                    self.reject("truncated_frame");
+                    "stream ended inside a frame"
+                });
+            }
+            let mut input = &buf[..n];
+            loop {
+                match decoder.decode(&mut input) {
+                    Ok(Some(frame)) => self.handle_message(peer, protocol, &frame).await?,
+                    Ok(None) => break,
+                    Err(_) => {
+                        self.reject("bad_frame");
+                        return Err("bad frame");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn handle_message(
+        &self,
+        peer: PeerId,
+        protocol: Protocol,
+        frame: &[u8],
+    ) -> Result<(), &'static str> {
+        let m = &self.inner.metrics;
+        m.bitswap_messages_received
+            .get_or_create(&ProtocolLabel {
+                protocol: protocol.as_str(),
+            })
+            .inc();
+        let request = decode_request(frame, self.inner.config.max_cid_bytes).map_err(|_| {
+            self.reject("malformed_message");
+            "malformed message"
+        })?;
+        if request.rejects.total() > 0 {
+            m.bitswap_rejected
+                .get_or_create(&ReasonLabel {
+                    reason: "bad_entry",
+                })
+                .inc_by(u64::from(request.rejects.total()));
+        }
+        let mut blocks_wanted = 0;
+        for w in &request.wants {
+            if w.kind == super::WantKind::Block {
+                blocks_wanted += 1;
+            }
+        }
+        let haves_wanted = request.wants.len() as u64 - blocks_wanted;
+        m.bitswap_wants_received
+            .get_or_create(&KindLabel { kind: "block" })
+            .inc_by(blocks_wanted);
+        m.bitswap_wants_received
+            .get_or_create(&KindLabel { kind: "have" })
+            .inc_by(haves_wanted);
+        m.bitswap_wants_received
+            .get_or_create(&KindLabel { kind: "cancel" })
+            .inc_by(request.cancels.len() as u64);
+
+        let hashes = request.want_hashes();
+        let sizes = if hashes.is_empty() {
+            Vec::new()
+        } else {
+            let blocks = self.inner.blocks.clone();
+            match tokio::task::spawn_blocking(move || blocks.block_sizes(&hashes)).await {
+                Ok(Ok(sizes)) => sizes,
+                Ok(Err(e)) => {
+                    // An index failure must not look like "not held" to a peer
+                    // that would then prune us; drop the message instead.
+                    tracing::warn!(%peer, error = %e, "block index lookup failed");
+                    return Ok(());
+                }
+                Err(_) => return Err("lookup task failed"),
+            }
+        };
+        let received = lock(&self.inner.engine).receive(peer, &request, &sizes);
+        if received.over_cap > 0 {
+            m.bitswap_rejected
+                .get_or_create(&ReasonLabel {
+                    reason: "wantlist_full",
+                })
+                .inc_by(received.over_cap);
+        }
+        if received.queued > 0 {
+            self.inner.work.notify_waiters();
+        }
+        Ok(())
+    }
+
+    async fn worker(self, control: libp2p_stream::Control, stop: CancellationToken) {
+        loop {
+            let notified = self.inner.work.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let batch = lock(&self.inner.engine).next_batch();
+            match batch {
+                Some(batch) => self.serve_batch(batch, &control).await,
+                None => {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = &mut notified => {}
+                    }
+                }
+            }
+            if stop.is_cancelled() {
+                return;
+            }
+        }
+    }
+
+    /// Quota check, block reads, response building and hand-off for one batch.
+    async fn serve_batch(&self, batch: Batch, control: &libp2p_stream::Control) {
+        let peer = batch.peer;
+        let protocol = lock(&self.inner.peers)
+            .get(&peer)
+            .and_then(|s| s.protocol)
+            .unwrap_or(Protocol::V120);
+
+        // The one choke point: nothing is read before the gate has answered.
+        let mut plan: Vec<(Task, Admission)> = Vec::with_capacity(batch.tasks.len());
+        for task in batch.tasks {
+            let admission = match task.action {
+                Action::SendBlock => {
+                    self.inner
+                        .quota
+                        .admit(&peer, Response::Block, task.block_size.unwrap_or(0))
+                }
+                Action::SendHave => {
+                    self.inner
+                        .quota
+                        .admit(&peer, Response::Have, task.block_size.unwrap_or(0))
+                }
+                Action::SendDontHave => Admission::Serve,
+            };
+            plan.push((task, admission));
+        }
+
+        let to_read: Vec<_> = plan
+            .iter()
+            .filter(|(t, a)| t.action == Action::SendBlock && *a == Admission::Serve)
+            .map(|(t, _)| *t.cid.hash())
+            .collect();
+        let mut data: HashMap<_, Bytes> = HashMap::new();
+        if !to_read.is_empty() {
+            let blocks = self.inner.blocks.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                to_read
+                    .into_iter()
+                    .filter_map(|mh| match blocks.read_block(&mh) {
+                        Ok(Some(bytes)) => Some((mh, bytes)),
+                        Ok(None) => None,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "block read failed");
+                            None
+                        }
+                    })
+                    .collect::<HashMap<_, _>>()
+            })
+            .await;
+            if let Ok(read) = read {
+                data = read;
+            }
+        }
+
+        let mut builder = ResponseBuilder::new(protocol);
+        builder.set_pending_bytes(batch.pending_bytes);
+        let mut outcomes = Vec::with_capacity(plan.len());
+        let (mut blocks_sent, mut bytes_sent, mut haves, mut dont_haves) = (0u64, 0u64, 0u64, 0u64);
+        for (task, admission) in plan {
+            let dont_have = |builder: &mut ResponseBuilder, dont_haves: &mut u64| {
+                if task.send_dont_have && builder.add_presence(&task.cid, Presence::DontHave) {
+                    *dont_haves += 1;
+                    Outcome::SentDontHave
+                } else {
+                    Outcome::Dropped
+                }
+            };
+            let outcome = match (task.action, admission) {
+                (_, Admission::Drop) => Outcome::Dropped,
+                (Action::SendDontHave, _) => {
+                    if builder.add_presence(&task.cid, Presence::DontHave) {
+                        dont_haves += 1;
+                        Outcome::Sent
+                    } else {
+                        Outcome::Dropped
+                    }
+                }
+                (_, Admission::DontHave) => dont_have(&mut builder, &mut dont_haves),
+                (Action::SendHave, Admission::Serve) => {
+                    if builder.add_presence(&task.cid, Presence::Have) {
+                        haves += 1;
+                        Outcome::Sent
+                    } else {
+                        Outcome::Dropped
+                    }
+                }
+                (Action::SendBlock, Admission::Serve) => match data.remove(task.cid.hash()) {
+                    Some(bytes) => {
+                        let len = bytes.len() as u64;
+                        match builder.add_block(&task.cid, bytes) {
+                            Ok(true) => {
+                                blocks_sent += 1;
+                                bytes_sent += len;
+                                Outcome::Sent
+                            }
+                            _ => Outcome::Dropped,
+                        }
+                    }
+                    // Vanished between lookup and read (shard removed).
+                    None => dont_have(&mut builder, &mut dont_haves),
+                },
+            };
+            outcomes.push((task.cid, outcome));
+        }
+
+        let delivered = if builder.is_empty() {
+            true
+        } else {
+            let frames = builder.finish();
+            let frame_count = frames.len() as u64;
+            let ok = self.send(peer, protocol, frames, control).await;
+            if ok {
+                let m = &self.inner.metrics;
+                m.bitswap_messages_sent
+                    .get_or_create(&ProtocolLabel {
+                        protocol: protocol.as_str(),
+                    })
+                    .inc_by(frame_count);
+                m.bitswap_blocks_sent.inc_by(blocks_sent);
+                m.bitswap_block_bytes_sent.inc_by(bytes_sent);
+                m.bitswap_haves_sent.inc_by(haves);
+                m.bitswap_dont_haves_sent.inc_by(dont_haves);
+            }
+            ok
+        };
+        if !delivered {
+            for (_, outcome) in &mut outcomes {
+                *outcome = Outcome::Dropped;
+            }
+        }
+        lock(&self.inner.engine).batch_done(&peer, batch.id, &outcomes);
+        // The peer may have more queued work; let a worker pick it up.
+        self.inner.work.notify_waiters();
+    }
+
+    /// Queues frames on the peer's writer, starting it if needed. Returns
+    /// false when the peer is gone or its writer is stuck.
+    async fn send(
+        &self,
+        peer: PeerId,
+        protocol: Protocol,
+        frames: Vec<Bytes>,
+        control: &libp2p_stream::Control,
+    ) -> bool {
+        let sender = {
+            let mut peers = lock(&self.inner.peers);
+            let state = peers.entry(peer).or_default();
+            match &state.writer {
+                Some(tx) if !tx.is_closed() => tx.clone(),
+                _ => {
+                    let (tx, rx) = mpsc::channel(WRITER_QUEUE);
+                    state.writer = Some(tx.clone());
+                    tokio::spawn(writer(
+                        peer,
+                        protocol,
+                        rx,
+                        control.clone(),
+                        self.inner.config.send_timeout,
+                    ));
+                    tx
+                }
+            }
+        };
+        for frame in frames {
+            match tokio::time::timeout(self.inner.config.send_timeout, sender.send(frame)).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    tracing::debug!(%peer, "peer writer stuck or gone; dropping response");
+                    if let Some(state) = lock(&self.inner.peers).get_mut(&peer) {
+                        state.writer = None;
+                    }
+                    return false;
+                }
+            }
+        }
+        true
+    }
+}
+
+/// Owns the outbound stream to one peer: opens it lazily, writes frames in
+/// order, reopens it once after a failure, and gives up on a write that
+/// takes longer than `timeout`.
+async fn writer(
+    peer: PeerId,
+    protocol: Protocol,
+    mut rx: mpsc::Receiver<Bytes>,
+    mut control: libp2p_stream::Control,
+    timeout: std::time::Duration,
+) {
+    let mut stream: Option<Stream> = None;
+    while let Some(frame) = rx.recv().await {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            if stream.is_none() {
+                match tokio::time::timeout(
+                    timeout,
+                    control.open_stream(peer, StreamProtocol::new(protocol.as_str())),
+                )
+                .await
+                {
+                    Ok(Ok(s)) => stream = Some(s),
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "cannot open bitswap stream");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "opening bitswap stream timed out");
+                        return;
+                    }
+                }
+            }
+            let Some(s) = stream.as_mut() else { return };
+            let write = async {
+                s.write_all(&frame).await?;
+                s.flush().await
+            };
+            match tokio::time::timeout(timeout, write).await {
+                Ok(Ok(())) => break,
+                Ok(Err(e)) if attempts < 2 => {
+                    tracing::debug!(%peer, error = %e, "bitswap stream write failed; reopening");
+                    stream = None;
+                }
+                _ => {
+                    tracing::debug!(%peer, "bitswap stream write failed or timed out; giving up");
+                    return;
+                }
+            }
+        }
+    }
+    if let Some(mut s) = stream {
+        let _ = s.close().await;
+    }
+}

@@ -1,0 +1,165 @@
+//! Command-line surface: global flags, subcommands, exit codes.
+//!
+//! `main.rs` parses with [`Cli`] and calls [`Cli::execute`]; each subcommand
+//! is a thin call into the library. Exit codes: 0 ok, 1 the command failed,
+//! 64 (EX_USAGE) the configuration is invalid, reported before anything binds.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, DEFAULT_CONFIG};
+
+/// Exit code for an invalid configuration (sysexits EX_USAGE).
+pub const EXIT_CONFIG: i32 = 64;
+/// Exit code for a command that failed.
+pub const EXIT_FAILURE: i32 = 1;
+
+/// Name of the config file looked for in the data directory.
+pub const CONFIG_FILE: &str = "config.toml";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sidecar",
+    version,
+    about = "Bitswap, IPNS and routing sidecar for a Kubo node"
+)]
+pub struct Cli {
+    /// Configuration file (TOML). Defaults to <data-dir>/config.toml when it
+    /// exists, else the embedded defaults.
+    #[arg(long, global = true, env = "SIDECAR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory: identity key, store. Defaults to ~/.sidecar.
+    #[arg(long, global = true, env = "SIDECAR_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Override one config key, e.g. --set http.listen=127.0.0.1:0 (repeatable).
+    #[arg(long = "set", global = true, value_name = "SECTION.KEY=VALUE")]
+    pub sets: Vec<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the daemon.
+    Run,
+    /// Print this node's peer ID.
+    Id,
+    /// CAR file shards: import and list.
+    #[command(subcommand)]
+    Car(CarCommand),
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CarCommand {
+    /// Verify and index CAR files so their blocks can be served.
+    Import {
+        /// CAR files (v1 or v2).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// List indexed CAR files.
+    Ls {
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Write the commented default configuration (to --config, else
+    /// <data-dir>/config.toml; `-` or --stdout prints it).
+    Init {
+        /// Print to standard output instead of writing a file.
+        #[arg(long)]
+        stdout: bool,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Validate the configuration and print the effective values.
+    Check,
+}
+
+impl Cli {
+    /// The data directory: the flag/env, else `~/.sidecar`.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(|| {
+            std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("."))
+                .join(".sidecar")
+        })
+    }
+
+    fn config_path(&self) -> Option<PathBuf> {
+        self.config.clone().or_else(|| {
+            let p = self.data_dir().join(CONFIG_FILE);
+            p.exists().then_some(p)
+        })
+    }
+
+    /// Loads and validates the configuration, or exits 64 with one line.
+    pub fn load_config(&self) -> Config {
+        match Config::load(self.config_path().as_deref(), &self.sets) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("sidecar: invalid configuration: {e}");
+                std::process::exit(EXIT_CONFIG);
+            }
+        }
+    }
+
+    /// Runs the chosen subcommand; returns the process exit code.
+    pub fn execute(self) -> i32 {
+        let result = match &self.command {
+            Command::Run => {
+                let config = self.load_config();
+                crate::node::run_until_signal(config, self.data_dir())
+            }
+            Command::Id => crate::identity::load_or_create(&self.data_dir())
+                .map(|k| println!("{}", k.public().to_peer_id()))
+                .map_err(anyhow::Error::from),
+            Command::Car(cmd) => crate::node::car_command(cmd, &self.data_dir()),
+            Command::Config(ConfigCommand::Init { stdout, force }) => {
+                self.config_init(*stdout, *force)
+            }
+            Command::Config(ConfigCommand::Check) => {
+                let config = self.load_config();
+                println!("{config:#?}");
+                Ok(())
+            }
+        };
+        match result {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("sidecar: {e:#}");
+                EXIT_FAILURE
+            }
+        }
+    }
+
+    fn config_init(&self, stdout: bool, force: bool) -> anyhow::Result<()> {
+        let path = self
+            .config
+            .clone()
+            .unwrap_or_else(|| self.data_dir().join(CONFIG_FILE));
+        if stdout || path == Path::new("-") {
+            print!("{DEFAULT_CONFIG}");
+            return Ok(());
+        }
+        if path.exists() && !force {
+            anyhow::bail!("{} exists (use --force to overwrite)", path.display());
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, DEFAULT_CONFIG)?;
+        eprintln!("wrote {}", path.display());
+        Ok(())
+    }
+}

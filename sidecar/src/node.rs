@@ -1,0 +1,223 @@
+//! Wires the daemon together and tears it down in order.
+//!
+//! [`run`] opens the store, loads the identity, starts the libp2p host, the
+//! Bitswap server and the HTTP API, then waits for the shutdown token.
+//! Teardown order: stop accepting HTTP, stop the Bitswap server (drains its
+//! workers), close the swarm, close the store — under [`SHUTDOWN_GRACE`].
+//! This module holds no protocol logic; it only composes.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    bitswap::server::BitswapServer, blocks::car_store::CarBlockSource, cli::CarCommand,
+    config::Config, http, identity, metrics::Metrics, p2p::Host, quota::Unlimited, shards,
+    store::Store,
+};
+
+/// How long an orderly shutdown may take before the process exits anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// File in the data directory holding the bound HTTP address (`host:port`),
+/// written once the API listens, so scripts can find a port-0 listener.
+pub const HTTP_ADDR_FILE: &str = "http.addr";
+
+/// File name of the embedded database inside the data directory.
+pub const STORE_FILE: &str = "sidecar.redb";
+
+/// Opens (creating if needed) the store in `data_dir`.
+pub fn open_store(data_dir: &Path) -> anyhow::Result<Arc<Store>> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let store = Store::open(data_dir.join(STORE_FILE))
+        .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// `sidecar car …`.
+pub fn car_command(cmd: &CarCommand, data_dir: &Path) -> anyhow::Result<()> {
+    init_logging();
+    let store = open_store(data_dir)?;
+    match cmd {
+        CarCommand::Import { files } => {
+            let failed = shards::import_with_progress_bar(&store, files)
+                .iter()
+                .filter(|r| r.is_err())
+                .count();
+            if failed > 0 {
+                anyhow::bail!("{failed} of {} CAR files failed to import", files.len());
+            }
+            Ok(())
+        }
+        CarCommand::Ls { json } => print_shards(&store, *json),
+    }
+}
+
+fn print_shards(store: &Store, json: bool) -> anyhow::Result<()> {
+    let shards = shards::list_shards(store)?;
+    if json {
+        for s in &shards {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "id": s.id,
+                    "path": s.path,
+                    "car_version": s.car_version,
+                    "roots": s.roots,
+                    "blocks": s.blocks,
+                    "block_bytes": s.block_bytes,
+                    "file_size": s.file_size,
+                    "indexed_at": s.indexed_at_unix,
+                })
+            );
+        }
+        return Ok(());
+    }
+    println!(
+        "{:>5}  {:>10}  {:>12}  {:<3}  PATH",
+        "ID", "BLOCKS", "BYTES", "CAR"
+    );
+    for s in &shards {
+        println!(
+            "{:>5}  {:>10}  {:>12}  v{:<2}  {}",
+            s.id, s.blocks, s.block_bytes, s.car_version, s.path
+        );
+    }
+    Ok(())
+}
+
+/// Runs the daemon until SIGINT or SIGTERM.
+pub fn run_until_signal(config: Config, data_dir: PathBuf) -> anyhow::Result<()> {
+    init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sidecar")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let signals = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            signals.cancel();
+        });
+        run(config, data_dir, shutdown).await
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the process can still be killed; never exit early.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Runs every subsystem until `shutdown` is cancelled, then tears down in order.
+pub async fn run(
+    config: Config,
+    data_dir: PathBuf,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let store = open_store(&data_dir)?;
+    let keypair = identity::load_or_create(&data_dir)?;
+    let metrics = Arc::new(Metrics::new());
+    let blocks = Arc::new(CarBlockSource::new(store.clone()));
+
+    // Child tokens give the teardown its order: each stage stops only after
+    // the one before it has finished.
+    let http_stop = CancellationToken::new();
+    let bitswap_stop = CancellationToken::new();
+    let swarm_stop = CancellationToken::new();
+
+    let bitswap = BitswapServer::new(
+        config.bitswap.clone(),
+        blocks,
+        Arc::new(Unlimited),
+        metrics.clone(),
+    );
+    let on_disconnect = {
+        let bitswap = bitswap.clone();
+        Arc::new(move |peer| bitswap.peer_disconnected(peer))
+    };
+    let host = Host::start(
+        keypair,
+        &config.p2p,
+        metrics.clone(),
+        on_disconnect,
+        swarm_stop.clone(),
+    )
+    .await?;
+    let bitswap_task = bitswap.start(host.control.clone(), bitswap_stop.clone())?;
+
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen on http.listen {}", config.http.listen))?;
+    let http_addr = listener.local_addr()?;
+    write_atomically(
+        &data_dir.join(HTTP_ADDR_FILE),
+        http_addr.to_string().as_bytes(),
+    )?;
+    tracing::info!(%http_addr, "HTTP API listening");
+    let state = http::ApiState {
+        peer_id: host.peer_id,
+        listen_addrs: host.listen_addrs_handle(),
+        config: Arc::new(config.clone()),
+        http_addr,
+        metrics: metrics.clone(),
+        started,
+    };
+    let http_task = tokio::spawn(http::serve(listener, state, http_stop.clone()));
+
+    shutdown.cancelled().await;
+    let teardown = async {
+        http_stop.cancel();
+        let _ = http_task.await;
+        bitswap_stop.cancel();
+        let _ = bitswap_task.await;
+        swarm_stop.cancel();
+        host.join().await;
+    };
+    if tokio::time::timeout(SHUTDOWN_GRACE, teardown)
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown grace period elapsed; exiting anyway");
+    }
+    let _ = std::fs::remove_file(data_dir.join(HTTP_ADDR_FILE));
+    drop(store);
+    Ok(())
+}
+
+/// Writes `bytes` to `path` through a temp file and a rename.
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SIDECAR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A second call (tests) keeps the first subscriber.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,46 @@
+//! The one choke point the Bitswap server asks before it reads a block.
+//!
+//! The server calls [`QuotaGate::admit`] once per response it is about to
+//! prepare, after scheduling and before any block bytes are read, and obeys
+//! the answer. Budgets and policies (per peer, per IP prefix, tiers) plug in
+//! behind this trait; [`Unlimited`] admits everything. Implementations must be
+//! cheap and must never block: they run on the server's worker tasks.
+
+use libp2p::PeerId;
+
+/// What the server is about to send for one want.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Response {
+    /// The block's bytes (`size` of them).
+    Block,
+    /// A HAVE presence.
+    Have,
+}
+
+/// The gate's verdict for one want.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Serve as planned.
+    Serve,
+    /// Answer DONT_HAVE instead (Bitswap allows it for blocks a server will not give).
+    DontHave,
+    /// Send nothing for this want.
+    Drop,
+}
+
+/// Decides, per want, whether a peer gets what it asked for.
+pub trait QuotaGate: Send + Sync + 'static {
+    /// Called before the server reads or sends anything for this want.
+    /// `size` is the block's size in bytes.
+    fn admit(&self, peer: &PeerId, response: Response, size: u32) -> Admission;
+}
+
+/// Admits everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Unlimited;
+
+impl QuotaGate for Unlimited {
+    fn admit(&self, _peer: &PeerId, _response: Response, _size: u32) -> Admission {
+        Admission::Serve
+    }
+}
