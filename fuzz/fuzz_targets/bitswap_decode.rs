@@ -9,6 +9,8 @@
 //! decode.
 #![no_main]
 
+use std::collections::HashMap;
+
 use bytes::Bytes;
 use cid::Cid;
 use libfuzzer_sys::fuzz_target;
@@ -65,7 +67,7 @@ fuzz_target!(|data: &[u8]| {
 
 /// Size the "block source" reports for a CID: derived from its digest so
 /// that held, not held, small, large and too-large blocks all occur.
-fn size_of(cid: &Cid) -> Option<u32> {
+fn block_size(cid: &Cid) -> Option<u32> {
     let b = cid.hash().digest().last().copied().unwrap_or(0);
     match b {
         0..=63 => None,
@@ -89,10 +91,28 @@ fn handle(engine: &mut Engine, peer: PeerId, body: &[u8]) {
         assert_eq!(back.cancels, req.cancels);
     }
 
-    let sizes: Vec<Option<u32>> = req.wants.iter().map(|w| size_of(&w.cid)).collect();
+    let sizes: Vec<Option<u32>> = req.wants.iter().map(|w| block_size(&w.cid)).collect();
     engine.receive(peer, &req, &sizes);
     assert!(engine.wantlist_len(&peer) <= CAP);
+    drain(engine);
 
+    // The blocks that were missing show up (e.g. a CAR got indexed).
+    let arrived: HashMap<_, _> = req
+        .wants
+        .iter()
+        .filter(|w| is_missing(&w.cid))
+        .map(|w| (*w.cid.hash(), 500u32))
+        .collect();
+    engine.blocks_available(&arrived);
+    drain(engine);
+}
+
+fn is_missing(cid: &Cid) -> bool {
+    block_size(cid).is_none()
+}
+
+/// Serves every batch the engine hands out, as the glue would.
+fn drain(engine: &mut Engine) {
     let mut turn = 0u32;
     while let Some(batch) = engine.next_batch() {
         turn += 1;
