@@ -21,7 +21,8 @@
 //!    `Option<u32>` per want, in order); `engine.receive(peer, &req, &sizes)`.
 //!    When the returned `queued > 0`, wake a worker.
 //! 2. Each of the `workers` loops: `engine.next_batch()` → `Some(batch)` or
-//!    sleep until woken. For each `task` in `batch.tasks`: ask the quota gate
+//!    sleep until woken. Start a `ResponseBuilder::new(protocol)` with the
+//!    protocol the peer negotiated. For each `task` in `batch.tasks`: ask the quota gate
 //!    with `(batch.peer, task.cid, task.action, task.block_size)`; if allowed,
 //!    [`Action::SendBlock`] reads the block and `add_block`s it,
 //!    [`Action::SendHave`] / [`Action::SendDontHave`] `add_presence`. If
@@ -29,7 +30,8 @@
 //!    `task.send_dont_have`, and report [`Outcome::SentDontHave`], else
 //!    [`Outcome::Dropped`]. `builder.set_pending_bytes(batch.pending_bytes)`,
 //!    `finish()`, write the frames on a *new* outbound stream under
-//!    `send_timeout`.
+//!    `send_timeout` (no frames: open no stream). The spec allows a
+//!    DONT_HAVE for a block we have but will not give.
 //! 3. `engine.batch_done(&batch.peer, batch.id, &outcomes)`: [`Outcome::Sent`]
 //!    only for what was written; a failed write is [`Outcome::Dropped`] for
 //!    every task. Until then the peer gets no other batch, so one slow peer

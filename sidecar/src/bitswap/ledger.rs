@@ -225,11 +225,14 @@ impl Ledger {
     /// just indexed): `sizes` maps multihash → block size. Returns the number
     /// of tasks queued. Cost: one map lookup per wantlist entry.
     pub fn block_available(&mut self, sizes: &HashMap<Mh, u32>) -> u64 {
-        let hits: Vec<(Cid, Want, u32)> = self
+        let mut hits: Vec<(Cid, Want, u32)> = self
             .wants
             .iter()
             .filter_map(|(cid, want)| sizes.get(cid.hash()).map(|s| (*cid, *want, *s)))
             .collect();
+        // Map order is arbitrary: queue by priority, then CID, so that the
+        // result does not depend on hashing.
+        hits.sort_by_key(|(cid, want, _)| (Reverse(want.priority), *cid));
         let mut queued = 0;
         for (cid, want, size) in hits {
             // Only upgrades: an already queued better answer stays.
