@@ -348,8 +348,9 @@ class KuboServer:
 class SidecarServer:
     kind = "sidecar"
 
-    def __init__(self, label: str, bin_: Path, rundir: Path):
+    def __init__(self, label: str, bin_: Path, rundir: Path, sets: list[str]):
         self.label, self.bin = label, bin_
+        self.sets = [x for kv in sets for x in ("--set", kv)]
         self.data = rundir / f"server-{label}"
         self.log = rundir / f"server-{label}.log"
         self.proc: subprocess.Popen | None = None
@@ -363,13 +364,13 @@ class SidecarServer:
 
     def prepare(self, car: Path, timeout: float) -> None:
         self.data.mkdir(parents=True, exist_ok=True)
-        run([str(self.bin), "--data-dir", str(self.data), "car", "import", str(car)],
+        run([str(self.bin), "--data-dir", str(self.data), *self.sets, "car", "import", str(car)],
             env=self._env(), timeout=timeout)
 
     def start(self) -> str:
         addr_file = self.data / "http.addr"
         addr_file.unlink(missing_ok=True)
-        self.proc = spawn([str(self.bin), "--data-dir", str(self.data), "run"],
+        self.proc = spawn([str(self.bin), "--data-dir", str(self.data), *self.sets, "run"],
                           env=self._env(), log_path=self.log)
 
         def ready():
@@ -707,6 +708,8 @@ def main() -> int:
     ap.add_argument("--kubo-bin", help="Kubo binary (default: compat-tests/scripts/install-kubo.sh)")
     ap.add_argument("--sidecar-bin", help="sidecar binary (default: $SIDECAR_BIN, "
                     "else target/release/sidecar)")
+    ap.add_argument("--sidecar-set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="config override passed to the sidecar as --set (repeatable)")
     ap.add_argument("--build-sidecar", action="store_true",
                     help="run `cargo build --release -p sidecar` if the binary is missing")
     ap.add_argument("--markdown-out", help="append the markdown report to this file")
@@ -764,7 +767,7 @@ def main() -> int:
     try:
         for dname, dag in dags.items():
             servers = [KuboServer(l, kubo, rundir) if k == "kubo" else
-                       SidecarServer(l, sidecar, rundir) for k, l in zip(kinds, labels)]
+                       SidecarServer(l, sidecar, rundir, a.sidecar_set) for k, l in zip(kinds, labels)]
             for s in servers:
                 log(f"{dname}: importing {dag.car.name} into {s.label} (not measured)")
                 t = time.monotonic()
