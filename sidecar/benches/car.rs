@@ -123,10 +123,14 @@ fn main() {
     let big = d.join("big.car");
     let (_, big_size) = write_car(&big, true, big_mib, |_| 1 << 20);
     let small = d.join("small.car");
-    let (small_mhs, small_size) =
-        write_car(&small, false, small_blocks, |r| 64 + (r.next() % (4096 - 64 + 1)) as usize);
+    let (small_mhs, small_size) = write_car(&small, false, small_blocks, |r| {
+        64 + (r.next() % (4096 - 64 + 1)) as usize
+    });
 
-    println!("| {:<44} | {:>12} | {:<9} | {:<8} | note", "measure", "value", "unit", "target");
+    println!(
+        "| {:<44} | {:>12} | {:<9} | {:<8} | note",
+        "measure", "value", "unit", "target"
+    );
     println!("|{:-<46}|{:-<14}|{:-<11}|{:-<10}|------", "", "", "", "");
 
     // (a) big blocks.

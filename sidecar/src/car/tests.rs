@@ -9,7 +9,7 @@ use cid::multihash::Multihash;
 use super::*;
 
 /// A small set of blocks covering CIDv0 (dag-pb), CIDv1 raw, dag-pb and
-/// dag-cbor, an identity CID and a sha2-512 CID.
+/// dag-cbor, an empty block, an identity CID and a sha2-512 CID.
 fn blocks() -> Vec<(Cid, Vec<u8>)> {
     let mut v = Vec::new();
     v.push((cid_v0_sha256(b"v0 block"), b"v0 block".to_vec()));
@@ -19,6 +19,7 @@ fn blocks() -> Vec<(Cid, Vec<u8>)> {
     }
     let pb = b"\x0a\x02\x08\x01".to_vec();
     v.push((cid_v1_sha256(DAG_PB, &pb), pb));
+    v.push((cid_v1_sha256(RAW, b""), Vec::new())); // the empty block is legal
     let cbor = b"\xa1\x61a\x01".to_vec();
     v.push((cid_v1_sha256(DAG_CBOR, &cbor), cbor));
     let id = b"inline".to_vec();
@@ -290,7 +291,10 @@ fn fuzz_seeds_are_valid_cars() {
         ("seed-v1", write(1, IndexKind::None, &few)),
         ("seed-v2-noindex", write(2, IndexKind::None, &few)),
         ("seed-v2-sorted", write(2, IndexKind::Sorted, &few)),
-        ("seed-v2-mhsorted", write(2, IndexKind::MultihashSorted, &blocks())),
+        (
+            "seed-v2-mhsorted",
+            write(2, IndexKind::MultihashSorted, &blocks()),
+        ),
     ];
     let dir = std::env::var_os("SIDECAR_WRITE_FUZZ_SEEDS");
     for (name, bytes) in seeds {

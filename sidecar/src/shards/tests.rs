@@ -315,3 +315,19 @@ fn summary_line_names_blocks_bytes_and_rate() {
     let again = import_with_progress_bar(&e.store, &[e.root.join("a.car")]);
     assert!(format_summary(again[0].as_ref().unwrap()).contains("already indexed"));
 }
+
+#[test]
+fn lookups_see_each_commit() {
+    let e = env();
+    let a = make_blocks("a", 5);
+    let b = make_blocks("b", 5);
+    write_car(&e.root.join("a.car"), false, &a);
+    write_car(&e.root.join("b.car"), false, &b);
+    import_car(&e.store, e.root.join("a.car"), |_| {}).unwrap();
+    assert!(e.store.lookup(&mh(&a[0].0)).unwrap().is_some());
+    assert_not_indexed(&e.store, &b); // takes the shared read snapshot
+    import_car(&e.store, e.root.join("b.car"), |_| {}).unwrap();
+    assert_served(&CarBlockSource::new(e.store.clone()), &b);
+    let many = e.store.lookup_many(&[mh(&a[1].0), mh(&b[1].0)]).unwrap();
+    assert!(many.iter().all(Option::is_some));
+}
