@@ -173,7 +173,7 @@ fn main() {
     let single = t.elapsed();
     assert_eq!(found, LOOKUPS);
     row(
-        "(c) lookup, one read transaction each",
+        "(c) lookup, one call per key",
         LOOKUPS as f64 / single.as_secs_f64(),
         "lookups/s",
         ">= 500000",

@@ -264,6 +264,34 @@ fn index_disagreeing_with_data_is_refused() {
 }
 
 #[test]
+fn indexes_that_include_identity_blocks_are_accepted() {
+    // Some go-car versions put identity CIDs in an IndexSorted.
+    let blocks = blocks();
+    let good = write(2, IndexKind::None, &blocks);
+    let (_, entries) = scan_bytes(&good).unwrap();
+    let records: Vec<_> = entries
+        .iter()
+        .map(|e| {
+            let mh = e.cid.hash();
+            (mh.code(), mh.digest().to_vec(), e.section_offset - 51)
+        })
+        .collect();
+    assert!(records.iter().any(|r| r.0 == IDENTITY));
+    for kind in [IndexKind::Sorted, IndexKind::MultihashSorted] {
+        let mut with_index = good.clone();
+        let index_offset = with_index.len() as u64;
+        with_index[43..51].copy_from_slice(&index_offset.to_le_bytes());
+        with_index.extend_from_slice(&write_index(kind, &records));
+        let (s, _) = scan_bytes(&with_index).unwrap();
+        assert!(
+            matches!(s.index, IndexCheck::Verified { entries, .. } if entries == blocks.len() as u64),
+            "{kind:?}: {:?}",
+            s.index
+        );
+    }
+}
+
+#[test]
 fn garbage_never_panics() {
     // A deterministic byte soup around a valid file (the fuzzer does more).
     let good = write(2, IndexKind::MultihashSorted, &blocks());
