@@ -29,9 +29,9 @@
 //! a CAR's index entries and its registry row (the "indexed" mark) in the same
 //! transaction, so after any crash a shard is either fully indexed or absent.
 //!
-//! Lookups share one read snapshot of `blocks_v1`, replaced on the first
-//! lookup after each commit made through the store, so a snapshot pins old
-//! pages for at most one commit.
+//! Lookups share one read snapshot of `blocks_v1`, dropped by each commit
+//! made through the store and retaken by the next lookup, so it never pins
+//! pages that a commit freed.
 //!
 //! This module never reads CAR files and never decides what to import.
 
@@ -193,6 +193,11 @@ impl Store {
     pub(crate) fn commit(&self, tx: WriteTransaction) -> Result<(), StoreError> {
         tx.commit()?;
         self.generation.fetch_add(1, Ordering::AcqRel);
+        // Unpin the old snapshot now rather than at the next lookup, so redb
+        // can reuse the pages this commit freed.
+        if let Ok(mut guard) = self.blocks_snapshot.write() {
+            *guard = None;
+        }
         Ok(())
     }
 
