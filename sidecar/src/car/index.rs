@@ -22,7 +22,7 @@
 
 use super::header::read_varint_at;
 use super::varint;
-use super::{CarError, IDENTITY, ReadAt, read_exact_at};
+use super::{CarError, ReadAt, read_exact_at};
 
 /// Multicodec of the `IndexSorted` CARv2 index (`car-index-sorted`).
 pub const INDEX_SORTED_CODEC: u64 = 0x0400;
@@ -237,9 +237,10 @@ pub enum IndexKind {
 
 /// Serialises an index (codec varint + body) over `records` of
 /// `(multihash code, digest, section offset relative to the payload)`.
-/// Identity multihashes are skipped, as go-car does.
+/// All records are written (the CAR writer leaves identity multihashes out,
+/// as go-car does).
 pub fn write_index(kind: IndexKind, records: &[(u64, Vec<u8>, u64)]) -> Vec<u8> {
-    let mut recs: Vec<&(u64, Vec<u8>, u64)> = records.iter().filter(|r| r.0 != IDENTITY).collect();
+    let mut recs: Vec<&(u64, Vec<u8>, u64)> = records.iter().collect();
     let mut out = Vec::new();
     match kind {
         IndexKind::None => {}
@@ -297,13 +298,13 @@ mod tests {
             (0x12, vec![3; 32], 100),
             (0x12, vec![1; 32], 59),
             (0x13, vec![2; 64], 200),
-            (IDENTITY, vec![9; 5], 300),
+            (crate::car::IDENTITY, vec![9; 5], 300),
         ]
     }
 
     #[test]
     fn multihash_sorted_round_trip() {
-        let bytes = write_index(IndexKind::MultihashSorted, &records());
+        let bytes = write_index(IndexKind::MultihashSorted, &records()[..3]);
         let (codec, got) = collect(&bytes).unwrap();
         assert_eq!(codec, MULTIHASH_INDEX_SORTED_CODEC);
         assert_eq!(

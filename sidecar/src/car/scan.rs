@@ -122,10 +122,13 @@ where
 
 /// Remembers a keyed fingerprint of each section's multihash by section
 /// offset (relative to the payload), then checks index entries against it.
+/// Identity sections may be indexed (older go-car `IndexSorted` files do)
+/// but need not be (go-car skips them by default).
 struct IndexChecker {
     with_code: bool,
     keys: RandomState,
-    sections: HashMap<u64, u64>,
+    /// Section offset → (fingerprint, must be indexed).
+    sections: HashMap<u64, (u64, bool)>,
     covered: HashSet<u64>,
 }
 
@@ -150,11 +153,10 @@ impl IndexChecker {
 
     fn add_section(&mut self, e: &BlockEntry, payload_offset: u64) {
         let mh = e.cid.hash();
-        if mh.code() == IDENTITY {
-            return; // never indexed (go-car skips identity multihashes)
-        }
         let fp = self.fingerprint(Some(mh.code()), mh.digest());
-        self.sections.insert(e.section_offset - payload_offset, fp);
+        let required = mh.code() != IDENTITY;
+        self.sections
+            .insert(e.section_offset - payload_offset, (fp, required));
     }
 
     fn check_entry(
@@ -169,7 +171,7 @@ impl IndexChecker {
                 "entry for digest {} points at payload offset {offset}, where no section starts",
                 hex(digest)
             ))),
-            Some(&s) if s != fp => Err(CarError::BadIndex(format!(
+            Some(&(s, _)) if s != fp => Err(CarError::BadIndex(format!(
                 "entry for digest {} points at payload offset {offset}, whose section holds \
                  another block",
                 hex(digest)
@@ -185,7 +187,7 @@ impl IndexChecker {
         let missing = self
             .sections
             .iter()
-            .filter(|(_, fp)| !self.covered.contains(fp))
+            .filter(|(_, (fp, required))| *required && !self.covered.contains(fp))
             .map(|(off, _)| *off)
             .min();
         match missing {

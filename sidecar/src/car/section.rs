@@ -162,7 +162,10 @@ impl Window {
         end: u64,
         what: &'static str,
     ) -> Result<(), CarError> {
-        let fill = (end - offset).min(WINDOW_LEN as u64).max(want as u64) as usize;
+        let fill = end
+            .saturating_sub(offset)
+            .min(WINDOW_LEN as u64)
+            .max(want as u64) as usize;
         // Keep what is already buffered past `offset` (sections are read in
         // order, so this is the common case) and read only the rest.
         let keep = match offset.checked_sub(self.start) {

@@ -9,7 +9,7 @@ use cid::multihash::Multihash;
 use super::*;
 
 /// A small set of blocks covering CIDv0 (dag-pb), CIDv1 raw, dag-pb and
-/// dag-cbor, an identity CID and a sha2-512 CID.
+/// dag-cbor, an empty block, an identity CID and a sha2-512 CID.
 fn blocks() -> Vec<(Cid, Vec<u8>)> {
     let mut v = Vec::new();
     v.push((cid_v0_sha256(b"v0 block"), b"v0 block".to_vec()));
@@ -19,6 +19,7 @@ fn blocks() -> Vec<(Cid, Vec<u8>)> {
     }
     let pb = b"\x0a\x02\x08\x01".to_vec();
     v.push((cid_v1_sha256(DAG_PB, &pb), pb));
+    v.push((cid_v1_sha256(RAW, b""), Vec::new())); // the empty block is legal
     let cbor = b"\xa1\x61a\x01".to_vec();
     v.push((cid_v1_sha256(DAG_CBOR, &cbor), cbor));
     let id = b"inline".to_vec();
@@ -260,6 +261,34 @@ fn index_disagreeing_with_data_is_refused() {
     let mut partial = good[..index_offset].to_vec();
     partial.extend_from_slice(&write_index(IndexKind::MultihashSorted, &records));
     assert!(matches!(scan_bytes(&partial), Err(CarError::BadIndex(m)) if m.contains("missing")));
+}
+
+#[test]
+fn indexes_that_include_identity_blocks_are_accepted() {
+    // Some go-car versions put identity CIDs in an IndexSorted.
+    let blocks = blocks();
+    let good = write(2, IndexKind::None, &blocks);
+    let (_, entries) = scan_bytes(&good).unwrap();
+    let records: Vec<_> = entries
+        .iter()
+        .map(|e| {
+            let mh = e.cid.hash();
+            (mh.code(), mh.digest().to_vec(), e.section_offset - 51)
+        })
+        .collect();
+    assert!(records.iter().any(|r| r.0 == IDENTITY));
+    for kind in [IndexKind::Sorted, IndexKind::MultihashSorted] {
+        let mut with_index = good.clone();
+        let index_offset = with_index.len() as u64;
+        with_index[43..51].copy_from_slice(&index_offset.to_le_bytes());
+        with_index.extend_from_slice(&write_index(kind, &records));
+        let (s, _) = scan_bytes(&with_index).unwrap();
+        assert!(
+            matches!(s.index, IndexCheck::Verified { entries, .. } if entries == blocks.len() as u64),
+            "{kind:?}: {:?}",
+            s.index
+        );
+    }
 }
 
 #[test]

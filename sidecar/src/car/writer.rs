@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::header::{CARV2_HEADER_LEN, CARV2_PRAGMA};
 use super::index::{IndexKind, write_index};
-use super::{SHA2_256, cbor, varint};
+use super::{IDENTITY, SHA2_256, cbor, varint};
 
 /// The CIDv1 of `data` under `codec`, hashed with sha2-256.
 pub fn cid_v1_sha256(codec: u64, data: &[u8]) -> Cid {
@@ -89,7 +89,8 @@ impl<W: Write + Seek> CarWriter<W> {
         self.out.write_all(data)?;
         let data_offset = section_offset + self.scratch.len() as u64;
         self.pos = data_offset + data.len() as u64;
-        if self.v2_index.is_some() {
+        // Identity multihashes are not indexed (go-car leaves them out too).
+        if self.v2_index.is_some() && cid.hash().code() != IDENTITY {
             let mh = cid.hash();
             self.records.push((
                 mh.code(),

@@ -22,7 +22,9 @@ pub use import::{
     INSERT_BATCH, ImportError, ImportOptions, ImportOutcome, ImportPhase, ImportProgress,
     ImportSummary, import_car, import_car_with,
 };
-pub use progress::{format_summary, import_with_progress_bar};
+pub use progress::{
+    ImportFailures, format_summary, import_each_with_progress_bar, import_with_progress_bar,
+};
 
 use crate::store::{ShardMeta, Store, StoreError};
 

@@ -1,7 +1,8 @@
 //! The CLI face of import: [`import_with_progress_bar`] imports files one by
 //! one, drawing an indicatif bar (bytes, MB/s, blocks/s) on stderr when it is
 //! a terminal, and printing one summary line per file on stdout (errors on
-//! stderr). Never decides the exit code: it returns every result.
+//! stderr). A failed file does not stop the others; the result says which
+//! failed. Never exits the process.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -47,11 +48,38 @@ pub fn format_summary(s: &ImportSummary) -> String {
     }
 }
 
-/// Imports `paths` in order, continuing after failures; returns one result
-/// per path. Output: a progress bar on stderr (only when stderr is a
-/// terminal), a summary line per success on stdout, an error line per
-/// failure on stderr.
+/// Some files of a batch could not be imported (the others were).
+#[derive(Debug, thiserror::Error)]
+#[error("{} of {} CAR files failed to import", failed.len(), failed.len() + imported.len())]
+pub struct ImportFailures {
+    /// The files that were imported (or already indexed).
+    pub imported: Vec<ImportSummary>,
+    /// The files that failed; nothing of theirs was written.
+    pub failed: Vec<ImportError>,
+}
+
+/// Imports `paths` in order, continuing after failures. Output: a progress
+/// bar on stderr (only when stderr is a terminal), a summary line per success
+/// on stdout, an error line per failure on stderr. `Err` when any file
+/// failed.
 pub fn import_with_progress_bar(
+    store: &Store,
+    paths: &[PathBuf],
+) -> Result<Vec<ImportSummary>, ImportFailures> {
+    let (imported, failed): (Vec<_>, Vec<_>) = import_each_with_progress_bar(store, paths)
+        .into_iter()
+        .partition(Result::is_ok);
+    let imported: Vec<ImportSummary> = imported.into_iter().filter_map(Result::ok).collect();
+    let failed: Vec<ImportError> = failed.into_iter().filter_map(Result::err).collect();
+    if failed.is_empty() {
+        Ok(imported)
+    } else {
+        Err(ImportFailures { imported, failed })
+    }
+}
+
+/// [`import_with_progress_bar`], returning one result per path, in order.
+pub fn import_each_with_progress_bar(
     store: &Store,
     paths: &[PathBuf],
 ) -> Vec<Result<ImportSummary, ImportError>> {

@@ -305,13 +305,30 @@ fn summary_line_names_blocks_bytes_and_rate() {
     let e = env();
     let a = make_blocks("a", 5);
     write_car(&e.root.join("a.car"), false, &a);
-    let results = import_with_progress_bar(
-        &e.store,
-        &[e.root.join("a.car"), e.root.join("missing.car")],
-    );
+    let paths = [e.root.join("a.car"), e.root.join("missing.car")];
+    let results = import_each_with_progress_bar(&e.store, &paths);
     let line = format_summary(results[0].as_ref().unwrap());
     assert!(line.contains("5 blocks") && line.contains("MB/s"), "{line}");
     assert!(matches!(results[1], Err(ImportError::Io { .. })));
-    let again = import_with_progress_bar(&e.store, &[e.root.join("a.car")]);
-    assert!(format_summary(again[0].as_ref().unwrap()).contains("already indexed"));
+    let failures = import_with_progress_bar(&e.store, &paths).unwrap_err();
+    assert_eq!(failures.to_string(), "1 of 2 CAR files failed to import");
+    assert_eq!(failures.imported[0].outcome, ImportOutcome::AlreadyIndexed);
+    let again = import_with_progress_bar(&e.store, &paths[..1]).unwrap();
+    assert!(format_summary(&again[0]).contains("already indexed"));
+}
+
+#[test]
+fn lookups_see_each_commit() {
+    let e = env();
+    let a = make_blocks("a", 5);
+    let b = make_blocks("b", 5);
+    write_car(&e.root.join("a.car"), false, &a);
+    write_car(&e.root.join("b.car"), false, &b);
+    import_car(&e.store, e.root.join("a.car"), |_| {}).unwrap();
+    assert!(e.store.lookup(&mh(&a[0].0)).unwrap().is_some());
+    assert_not_indexed(&e.store, &b); // takes the shared read snapshot
+    import_car(&e.store, e.root.join("b.car"), |_| {}).unwrap();
+    assert_served(&CarBlockSource::new(e.store.clone()), &b);
+    let many = e.store.lookup_many(&[mh(&a[1].0), mh(&b[1].0)]).unwrap();
+    assert!(many.iter().all(Option::is_some));
 }
