@@ -7,6 +7,7 @@
 //!   validated before anything binds.
 //! - [`car`]: CARv1/CARv2 reading (pure, positioned reads) and CARv2 indexes.
 //! - [`store`]: the embedded redb store: the block index and shard registry.
+//! - [`shards`]: CAR import: verify, index in sorted batches, one commit per CAR.
 //! - [`blocks`]: the [`blocks::BlockSource`] trait and the CAR-backed source.
 //! - [`bitswap`]: the Bitswap 1.0/1.1/1.2 wire format, ledger, engine and server.
 //! - [`quota`]: the single choke point the Bitswap engine asks before serving.

@@ -28,14 +28,11 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// written once the API listens, so scripts can find a port-0 listener.
 pub const HTTP_ADDR_FILE: &str = "http.addr";
 
-/// File name of the embedded database inside the data directory.
-pub const STORE_FILE: &str = "sidecar.redb";
-
 /// Opens (creating if needed) the store in `data_dir`.
 pub fn open_store(data_dir: &Path) -> anyhow::Result<Arc<Store>> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
-    let store = Store::open(data_dir.join(STORE_FILE))
+    let store = Store::open_in_dir(data_dir)
         .with_context(|| format!("opening the store in {}", data_dir.display()))?;
     Ok(Arc::new(store))
 }
@@ -45,16 +42,14 @@ pub fn car_command(cmd: &CarCommand, data_dir: &Path) -> anyhow::Result<()> {
     init_logging();
     let store = open_store(data_dir)?;
     match cmd {
-        CarCommand::Import { files } => {
-            let failed = shards::import_with_progress_bar(&store, files)
-                .iter()
-                .filter(|r| r.is_err())
-                .count();
-            if failed > 0 {
-                anyhow::bail!("{failed} of {} CAR files failed to import", files.len());
-            }
-            Ok(())
-        }
+        CarCommand::Import { files } => match shards::import_with_progress_bar(&store, files) {
+            Ok(_) => Ok(()),
+            Err(failures) => anyhow::bail!(
+                "{} of {} CAR files failed to import",
+                failures.failed.len(),
+                files.len()
+            ),
+        },
         CarCommand::Ls { json } => print_shards(&store, *json),
     }
 }
