@@ -28,8 +28,9 @@ use crate::tools;
 pub const DAEMON_START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time allowed for one offline CLI step (init, add of tens of MiB, dag export).
 pub const CLI_TIMEOUT: Duration = Duration::from_secs(120);
-/// Default per-read timeout for RPC calls (fetches over Bitswap may take a while).
-pub const RPC_TIMEOUT: Duration = Duration::from_secs(120);
+/// Per-read timeout of RPC calls: the longest silence tolerated while Kubo fetches over
+/// Bitswap (it streams as blocks arrive, so this is not a bound on the whole transfer).
+pub const RPC_TIMEOUT: Duration = Duration::from_secs(30);
 /// The swarm addresses of a node that should be dialable over TCP and WebSocket.
 pub const TCP_AND_WS: &[&str] = &["/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/tcp/0/ws"];
 /// go-log levels for a client whose Bitswap session events the tests read: the session

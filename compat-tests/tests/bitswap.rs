@@ -15,7 +15,7 @@
 //! Prerequisites: `compat-tests/scripts/setup.sh` (Kubo, Node 24, Helia) and a built sidecar
 //! (`cargo build -p sidecar --bin sidecar`, or `SIDECAR_BIN=…`). Missing ones fail loudly.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -341,21 +341,64 @@ fn broadcast_want_have_gets_no_dont_have(server: &dyn BlockServer, client: &Kubo
     Ok(())
 }
 
+/// What Kubo's session log says about DONT_HAVEs from one peer.
+#[derive(Debug, Default)]
+struct DontHaveObservation {
+    /// Per CID: session "Bitswap <- DONT_HAVE" lines minus the DONT_HAVEs Kubo simulated
+    /// for it after a timeout, i.e. DONT_HAVEs that arrived over the wire. Only CIDs with
+    /// at least one such DONT_HAVE are kept.
+    real: BTreeMap<String, usize>,
+    /// CIDs Kubo simulated a DONT_HAVE for ("Bitswap: timeout waiting for blocks").
+    simulated: usize,
+    /// Whether Kubo logged pruning the peer from the session.
+    pruned: bool,
+}
+
+fn observe_dont_haves(events: &[Value], peer: &str) -> DontHaveObservation {
+    let mut logged: BTreeMap<String, isize> = BTreeMap::new();
+    let mut obs = DontHaveObservation::default();
+    for v in events {
+        if is_msg(v, "Bitswap <- DONT_HAVE") && v["from"] == peer {
+            if let Some(cid) = v["cid"].as_str() {
+                *logged.entry(cid.to_owned()).or_default() += 1;
+            }
+        } else if is_msg(v, "Bitswap: timeout waiting for blocks") && v["peer"] == peer {
+            for cid in v["cids"].as_array().into_iter().flatten() {
+                if let Some(cid) = cid["/"].as_str().or(cid.as_str()) {
+                    *logged.entry(cid.to_owned()).or_default() -= 1;
+                    obs.simulated += 1;
+                }
+            }
+        } else if is_msg(v, &format!("peer {peer} sent too many dont haves")) {
+            obs.pruned = true;
+        }
+    }
+    obs.real = logged
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(c, n)| (c, n as usize))
+        .collect();
+    obs
+}
+
 /// Stage e: Kubo walks the holey directory. The server sends the directory block (which puts
 /// it into Kubo's session), then Kubo asks it for each child with `sendDontHave=true`, and a
-/// correct server answers DONT_HAVE at once.
+/// correct server answers DONT_HAVE for each.
 ///
-/// Observation on Kubo's side, without waiting for any timeout: the daemon runs with
-/// `GOLOG_LOG_LEVEL=bitswap/session=debug,bitswap/client/msgq=info` and JSON logs. boxo's
-/// session logs `"Bitswap <- DONT_HAVE"` with `from` and `cid` for every DONT_HAVE it
+/// Observation on Kubo's side, without waiting for any request timeout: the client daemon
+/// runs with `GOLOG_LOG_LEVEL=bitswap/session=debug,bitswap/client/msgq=info` and JSON logs.
+/// boxo's session logs `"Bitswap <- DONT_HAVE"` with `from` and `cid` for every DONT_HAVE it
 /// receives (`session.go`, `logReceiveFrom`), and after `peerDontHaveLimit` (16) consecutive
-/// ones logs `"peer <id> sent too many dont haves, removing from session"`
-/// (`sessionwantsender.go`). The same session log line would also appear for a DONT_HAVE
-/// that Kubo *simulates* when a want-block times out; those are announced by the message
-/// queue as `"Bitswap: timeout waiting for blocks"` (`messagequeue.go`), so the check
-/// requires that line to be absent for this peer. `bitswap stat`'s `MessagesReceived`
-/// (counted only for real incoming messages) must grow too. On the sidecar, its
-/// `sidecar_bitswap_dont_haves_sent_total` must grow by at least the DONT_HAVEs Kubo logged.
+/// ones `"peer <id> sent too many dont haves, removing from session"`
+/// (`sessionwantsender.go`). The same session line is also logged for a DONT_HAVE that Kubo
+/// *simulates* when a want-block gets no answer in time — on loopback that timeout is
+/// boxo's 50 ms minimum (`donthavetimeoutmgr.go`), so it can fire before a real answer
+/// arrives — and each simulation is announced by the message queue as
+/// `"Bitswap: timeout waiting for blocks"` with its CIDs (`messagequeue.go`). The check
+/// therefore counts, per CID, session DONT_HAVE lines minus simulations, and requires
+/// DONT_HAVEs that really came over the wire for at least 16 children. `bitswap stat`'s
+/// `MessagesReceived` (real incoming messages only) must grow too, and on the sidecar
+/// `sidecar_bitswap_dont_haves_sent_total` must grow by at least as many.
 fn kubo_sees_dont_haves(server: &dyn BlockServer, client: &Kubo, fx: &Fixture) -> Result<()> {
     let peer = server.peer_id()?;
     let before = server.metrics()?;
@@ -365,31 +408,21 @@ fn kubo_sees_dont_haves(server: &dyn BlockServer, client: &Kubo, fx: &Fixture) -
     let log_from = client.golog_lines().len();
     let started = Instant::now();
     let mut refs = client.spawn_cli("refs", &["refs", "-r", "--timeout=60s", &fx.holes_root])?;
-    let children: BTreeSet<&str> = fx.holes_children.iter().map(String::as_str).collect();
     let waited = process::wait_for(
-        "Kubo to log DONT_HAVEs from the server and prune it",
+        "Kubo to log real DONT_HAVEs from the server",
         DONT_HAVE_WAIT,
         || {
-            let events = log_events_since(client, log_from);
-            let from_server: BTreeSet<String> = events
-                .iter()
-                .filter(|v| is_msg(v, "Bitswap <- DONT_HAVE") && v["from"] == peer.as_str())
-                .filter_map(|v| v["cid"].as_str().map(str::to_owned))
-                .collect();
-            let pruned = events
-                .iter()
-                .any(|v| is_msg(v, &format!("peer {peer} sent too many dont haves")));
-            Ok((from_server.len() >= KUBO_DONT_HAVE_LIMIT && pruned)
-                .then_some((from_server, events)))
+            let obs = observe_dont_haves(&log_events_since(client, log_from), &peer);
+            Ok((obs.real.len() >= KUBO_DONT_HAVE_LIMIT).then_some(obs))
         },
     );
     let elapsed = started.elapsed();
     let _ = refs.terminate(Duration::from_secs(2));
-    let (dont_haves, events) = waited.map_err(|e| {
+    let obs = waited.map_err(|e| {
         let relevant: Vec<String> = log_events_since(client, log_from)
             .iter()
             .filter(|v| !is_msg(v, "broadcastWantHaves"))
-            .take(30)
+            .take(40)
             .map(Value::to_string)
             .collect();
         e.context(format!(
@@ -397,21 +430,15 @@ fn kubo_sees_dont_haves(server: &dyn BlockServer, client: &Kubo, fx: &Fixture) -
             relevant.join("\n")
         ))
     })?;
-    let strangers: Vec<&String> = dont_haves
-        .iter()
+    let children: BTreeSet<&str> = fx.holes_children.iter().map(String::as_str).collect();
+    let strangers: Vec<&String> = obs
+        .real
+        .keys()
         .filter(|c| !children.contains(c.as_str()))
         .collect();
     ensure!(
         strangers.is_empty(),
         "DONT_HAVE for CIDs outside the holey directory: {strangers:?}"
-    );
-    let simulated: Vec<&Value> = events
-        .iter()
-        .filter(|v| is_msg(v, "Bitswap: timeout waiting for blocks") && v["peer"] == peer.as_str())
-        .collect();
-    ensure!(
-        simulated.is_empty(),
-        "Kubo simulated DONT_HAVEs after timeouts instead of receiving them: {simulated:?}"
     );
     let messages_after = client.bitswap_stat()?["MessagesReceived"]
         .as_u64()
@@ -421,18 +448,21 @@ fn kubo_sees_dont_haves(server: &dyn BlockServer, client: &Kubo, fx: &Fixture) -
         "Kubo's bitswap MessagesReceived did not grow"
     );
     eprintln!(
-        "[{}] kubo logged {} DONT_HAVEs of {HOLES} from the server and pruned it from the session in {elapsed:?}",
+        "[{}] kubo received DONT_HAVE for {} of {HOLES} missing children in {elapsed:?} \
+         ({} simulated after its 50 ms timeout as well; peer pruned from the session: {})",
         server.name(),
-        dont_haves.len()
+        obs.real.len(),
+        obs.simulated,
+        obs.pruned
     );
     let after = server.metrics()?;
     if after.is_some() {
         let sent = counter(&after, DONT_HAVES_SENT, &[])? - counter(&before, DONT_HAVES_SENT, &[])?;
         eprintln!("[{}] server counted {sent} DONT_HAVEs sent", server.name());
         ensure!(
-            sent >= dont_haves.len() as f64,
-            "{DONT_HAVES_SENT} grew by {sent}, fewer than the {} DONT_HAVEs Kubo logged",
-            dont_haves.len()
+            sent >= obs.real.len() as f64,
+            "{DONT_HAVES_SENT} grew by {sent}, fewer than the {} DONT_HAVEs Kubo received",
+            obs.real.len()
         );
     }
     Ok(())
