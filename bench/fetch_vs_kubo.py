@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -295,12 +296,21 @@ class KuboNode:
         whole call passes the monotonic `deadline`."""
         req = urllib.request.Request(self._url(cmd, args, **opts), method="POST")
         out = []
+        # Kubo repeats the same progress line every 500 ms while a fetch is
+        # stuck, so a stall is "no new line content", not "no bytes".
+        last, last_change = None, time.monotonic()
         try:
             with urllib.request.urlopen(req, timeout=stall) as r:
                 for line in r:
+                    now = time.monotonic()
                     if line.strip():
                         out.append(json.loads(line))
-                    if time.monotonic() > deadline:
+                        if line != last:
+                            last, last_change = line, now
+                    if now - last_change > stall:
+                        raise BenchError(f"kubo {self.name} {cmd}: stalled, no progress for "
+                                         f"{stall:.0f}s (last: {last!r})")
+                    if now > deadline:
                         raise BenchError(f"kubo {self.name} {cmd}: overall timeout")
                 err = r.headers.get("X-Stream-Error")
                 if err:
@@ -486,7 +496,8 @@ class Trial:
     server_rss_kib: int
     server_rss_before_kib: int
     client_cpu_s: float
-    blocks_fetched: int
+    blocks_fetched: int  # per client
+    clients: int
 
 
 # How the client fetches the DAG: RPC command and options. `pin` is the default
@@ -500,38 +511,67 @@ FETCH = {
 
 def run_trial(kubo: Path, server, dag: Dag, trial_no: int, rundir: Path,
               fetch_timeout: float, fetch: str, client_root: Path | None,
-              client_profile: str) -> Trial:
-    name = f"client-{dag.name}-{server.label}-{trial_no}"
-    client = KuboNode(kubo, (client_root or rundir) / name, name, rundir, client_profile)
+              client_profile: str, n_clients: int, stall: float) -> Trial:
+    clients = []
+    for c in range(n_clients):
+        name = f"client-{dag.name}-{server.label}-{trial_no}-{c}"
+        clients.append(KuboNode(kubo, (client_root or rundir) / name, name, rundir,
+                                client_profile))
     try:
-        client.init()
-        client.start()
+        for client in clients:
+            client.init()
+            client.start()
         addr = server.start()
         spid = server.pid
-        client.rpc("swarm/connect", addr, timeout=30)
+        for client in clients:
+            client.rpc("swarm/connect", addr, timeout=30)
         time.sleep(0.5)  # let identify finish on both sides before the clock starts
         rss_before = proc_status_kib(spid, "VmRSS")
-        cpu0, ccpu0 = proc_cpu_seconds(spid), proc_cpu_seconds(client.pid)
-        t0 = time.monotonic()
+        cpu0 = proc_cpu_seconds(spid)
+        ccpu0 = sum(proc_cpu_seconds(c.pid) for c in clients)
         cmd, opts, _ = FETCH[fetch]
-        client.rpc_stream(cmd, dag.root, stall=120, deadline=t0 + fetch_timeout, **opts)
+        errors: list[BaseException] = []
+        t0 = time.monotonic()
+
+        def fetch_one(client):
+            try:
+                client.rpc_stream(cmd, dag.root, stall=stall, deadline=t0 + fetch_timeout, **opts)
+            except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
+                errors.append(e)
+
+        if n_clients == 1:
+            fetch_one(clients[0])
+        else:  # all clients fetch at once; the clock stops when the last one is done
+            threads = [threading.Thread(target=fetch_one, args=(c,), daemon=True)
+                       for c in clients]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(max(1.0, t0 + fetch_timeout + 60 - time.monotonic()))
+            if any(t.is_alive() for t in threads):
+                errors.append(BenchError("a client fetch did not finish in time"))
         wall = time.monotonic() - t0
-        cpu1, ccpu1 = proc_cpu_seconds(spid), proc_cpu_seconds(client.pid)
+        if errors:
+            raise errors[0]
+        cpu1 = proc_cpu_seconds(spid)
+        ccpu1 = sum(proc_cpu_seconds(c.pid) for c in clients)
         rss_peak = proc_status_kib(spid, "VmHWM")
         if not server.alive():
             raise BenchError(f"{server.label} exited during the fetch")
-        # Correctness: the client now holds the whole DAG, offline.
-        st = client.rpc("dag/stat", dag.root, offline=True, progress=False, timeout=600)
-        got = st["DagStats"][0]["NumBlocks"] if st.get("DagStats") else st.get("UniqueBlocks")
-        if got != dag.blocks:
-            raise BenchError(f"{dag.name} from {server.label}: client has {got} blocks, "
-                             f"CAR has {dag.blocks}")
+        # Correctness: every client now holds the whole DAG, offline.
+        for client in clients:
+            st = client.rpc("dag/stat", dag.root, offline=True, progress=False, timeout=600)
+            got = st["DagStats"][0]["NumBlocks"] if st.get("DagStats") else st.get("UniqueBlocks")
+            if got != dag.blocks:
+                raise BenchError(f"{dag.name} from {server.label}: {client.name} has {got} "
+                                 f"blocks, CAR has {dag.blocks}")
         return Trial(dag.name, server.label, trial_no, wall, cpu1 - cpu0, rss_peak,
-                     rss_before, ccpu1 - ccpu0, got)
+                     rss_before, ccpu1 - ccpu0, got, n_clients)
     finally:
         server.stop()
-        client.stop()
-        shutil.rmtree(client.repo, ignore_errors=True)
+        for client in clients:
+            client.stop()
+            shutil.rmtree(client.repo, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- report
@@ -583,7 +623,7 @@ def fmt(x: float, nd: int = 2) -> str:
 
 
 def report(trials: list[Trial], dags: dict[str, Dag], servers: list, baseline: str,
-           info, cmdline: str, fetch_cmd: str) -> str:
+           info, cmdline: str, fetch_cmd: str, n_clients: int) -> str:
     lines = ["| dag | server | wall s | MiB/s | server CPU s | CPU s/GiB | server peak RSS MiB "
              "| client CPU s | ratio vs Kubo |",
              "|---|---|---:|---:|---:|---:|---:|---:|---|"]
@@ -597,9 +637,9 @@ def report(trials: list[Trial], dags: dict[str, Dag], servers: list, baseline: s
             cpu = statistics.median(t.server_cpu_s for t in ts)
             rss = statistics.median(t.server_rss_kib for t in ts) / 1024
             ccpu = statistics.median(t.client_cpu_s for t in ts)
-            gib = dag.block_bytes / GIB
+            served = ts[0].clients * dag.block_bytes
             summary[(dname, s.label)] = dict(
-                wall=wall, mibs=dag.block_bytes / MIB / wall, cpu=cpu, cpu_gib=cpu / gib,
+                wall=wall, mibs=served / MIB / wall, cpu=cpu, cpu_gib=cpu / (served / GIB),
                 rss=rss, ccpu=ccpu, walls=[t.wall_s for t in ts])
     targets = []
     for dname, dag in dags.items():
@@ -629,8 +669,12 @@ def report(trials: list[Trial], dags: dict[str, Dag], servers: list, baseline: s
     out += lines
     out += ["", "Medians over trials (wall s lists every trial). Server CPU = utime+stime of the "
             "server process over the fetch; peak RSS = server VmHWM after the fetch (server "
-            "started cold for each trial, data already imported). MiB/s = DAG block bytes / "
-            f"client wall time of `{fetch_cmd}`.", ""]
+            "started cold for each trial, data already imported). MiB/s = DAG block bytes "
+            f"{f'× {n_clients} clients ' if n_clients > 1 else ''}/ client wall time of "
+            f"`{fetch_cmd}`"
+            f"{f', all {n_clients} clients fetching at once until the last finishes' if n_clients > 1 else ''}"
+            ". Client CPU s: the client Kubo(s) over the same window; when it nears "
+            "the wall time the client sets the pace.", ""]
     if targets:
         out += ["Targets:", ""] + targets + [""]
     out += ["DAGs:", ""]
@@ -697,6 +741,9 @@ def main() -> int:
     ap.add_argument("--trials", type=int, default=3)
     ap.add_argument("--fetch", choices=sorted(FETCH), default="pin",
                     help="client command that fetches the DAG")
+    ap.add_argument("--clients", type=int, default=1,
+                    help="client Kubo nodes fetching the whole DAG at the same time; MiB/s "
+                         "and CPU/GiB then count every copy served")
     ap.add_argument("--client-repo-dir",
                     help="parent directory for the client repos (default: the run directory "
                          "under --workdir); e.g. /dev/shm takes the client's disk out of the picture")
@@ -704,6 +751,8 @@ def main() -> int:
                     help="extra `ipfs init` profiles for the client, comma-separated "
                          "(e.g. pebbleds); the default is Kubo's default datastore (flatfs)")
     ap.add_argument("--fetch-timeout", type=float, default=1800, help="per fetch, seconds")
+    ap.add_argument("--stall-timeout", type=float, default=120,
+                    help="fail a fetch whose progress has not moved for this long, seconds")
     ap.add_argument("--import-timeout", type=float, default=3600, help="per server import, seconds")
     ap.add_argument("--kubo-bin", help="Kubo binary (default: compat-tests/scripts/install-kubo.sh)")
     ap.add_argument("--sidecar-bin", help="sidecar binary (default: $SIDECAR_BIN, "
@@ -728,6 +777,8 @@ def main() -> int:
     kinds = [s.strip() for s in a.servers.split(",") if s.strip()]
     if not kinds or any(k not in ("kubo", "sidecar") for k in kinds):
         raise BenchError("--servers takes a list of kubo / sidecar")
+    if a.clients < 1 or a.trials < 1:
+        raise BenchError("--clients and --trials must be at least 1")
     if "kubo" not in kinds:
         raise BenchError("--servers needs a kubo server as the baseline")
 
@@ -778,13 +829,14 @@ def main() -> int:
                 order = servers if i % 2 else list(reversed(servers))
                 for s in order:
                     t = run_trial(kubo, s, dag, i, rundir, a.fetch_timeout, a.fetch,
-                                  client_root, a.client_profile)
+                                  client_root, a.client_profile, a.clients, a.stall_timeout)
                     trials.append(t)
                     log(f"{dname} trial {i} {s.label}: {t.wall_s:.2f}s "
-                        f"{dag.block_bytes / MIB / t.wall_s:.1f} MiB/s, server CPU "
+                        f"{t.clients * dag.block_bytes / MIB / t.wall_s:.1f} MiB/s, server CPU "
                         f"{t.server_cpu_s:.2f}s, peak RSS {t.server_rss_kib / 1024:.0f} MiB "
                         f"(before fetch {t.server_rss_before_kib / 1024:.0f}), client CPU "
-                        f"{t.client_cpu_s:.2f}s, {t.blocks_fetched} blocks verified")
+                        f"{t.client_cpu_s:.2f}s, {t.blocks_fetched} blocks verified"
+                        f"{f' on each of {t.clients} clients' if t.clients > 1 else ''}")
             for s in servers:  # free the disk before the next DAG
                 if not a.keep:
                     shutil.rmtree(getattr(s, "data", None) or s.node.repo, ignore_errors=True)
@@ -800,7 +852,7 @@ def main() -> int:
 
     servers_for_report = [type("S", (), {"label": l})() for l in labels]
     md = report(trials, dags, servers_for_report, baseline, info, cmdline,
-                FETCH[a.fetch][2])
+                FETCH[a.fetch][2], a.clients)
     print(md)
     if a.markdown_out:
         with open(a.markdown_out, "a") as f:
