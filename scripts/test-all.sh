@@ -20,7 +20,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "building the sidecar binary"
 cargo build --locked -p sidecar --bin sidecar
-export SIDECAR_BIN="$PWD/target/debug/sidecar"
+export SIDECAR_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/sidecar"
 
 step "cargo test (unit, integration, interop with real Kubo and Helia)"
 cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-2}"
