@@ -11,7 +11,7 @@ use bytes::Bytes;
 use cid::Cid;
 use common::*;
 use sidecar::{
-    bitswap::{Presence, Protocol, Request, WantEntry, WantKind, encode_request},
+    bitswap::{Presence, Protocol, Request, ResponseBlock, WantEntry, WantKind, encode_request},
     car::{cid_v0_sha256, cid_v1_sha256},
 };
 
@@ -131,22 +131,28 @@ async fn v1_2_answers_haves_blocks_and_dont_haves() {
     );
 
     // want-block for the big block: the block.
-    send_raw(
-        &mut s,
-        &request(vec![want(&f.big.0, WantKind::Block, true)]),
-    )
-    .await;
-    let got = replies
-        .collect(WAIT, |rs| rs.iter().any(|r| !r.blocks.is_empty()))
-        .await;
-    let b = got
-        .iter()
-        .flat_map(|r| r.blocks.clone())
-        .next()
-        .expect("big block sent");
+    let b = want_block(&mut s, &mut replies, &f.big.0, "big block sent").await;
     assert_eq!(b.data.as_ref(), f.big.1.as_slice());
     assert!(f.daemon.metric("sidecar_bitswap_dont_haves_sent_total") >= 1.0);
     assert!(f.daemon.metric("sidecar_bitswap_blocks_sent_total") >= 2.0);
+}
+
+/// Sends a want-block for `cid` on `stream` and returns the first block the
+/// server sends back on its reply streams.
+async fn want_block(
+    stream: &mut libp2p::Stream,
+    replies: &mut Replies,
+    cid: &Cid,
+    what: &str,
+) -> ResponseBlock {
+    send_raw(stream, &request(vec![want(cid, WantKind::Block, false)])).await;
+    let got = replies
+        .collect(WAIT, |rs| rs.iter().any(|r| !r.blocks.is_empty()))
+        .await;
+    got.iter()
+        .flat_map(|r| r.blocks.clone())
+        .next()
+        .unwrap_or_else(|| panic!("{what}: no block sent"))
 }
 
 fn sha256(data: &[u8]) -> Vec<u8> {
@@ -161,19 +167,7 @@ async fn older_protocols_get_their_own_response_shape() {
     let client = RawClient::connect(&f.daemon.tcp_addr).await;
     let mut replies = client.accept(Protocol::V110.as_str());
     let mut s = client.open(f.daemon.peer_id, Protocol::V110.as_str()).await;
-    send_raw(
-        &mut s,
-        &request(vec![want(&f.big.0, WantKind::Block, false)]),
-    )
-    .await;
-    let got = replies
-        .collect(WAIT, |rs| rs.iter().any(|r| !r.blocks.is_empty()))
-        .await;
-    let b = got
-        .iter()
-        .flat_map(|r| r.blocks.clone())
-        .next()
-        .expect("1.1.0 block");
+    let b = want_block(&mut s, &mut replies, &f.big.0, "1.1.0 block").await;
     assert!(b.prefix.is_some());
     assert_eq!(b.data.as_ref(), f.big.1.as_slice());
 
@@ -182,19 +176,7 @@ async fn older_protocols_get_their_own_response_shape() {
         let client = RawClient::connect(&f.daemon.tcp_addr).await;
         let mut replies = client.accept(protocol.as_str());
         let mut s = client.open(f.daemon.peer_id, protocol.as_str()).await;
-        send_raw(
-            &mut s,
-            &request(vec![want(&f.v0.0, WantKind::Block, false)]),
-        )
-        .await;
-        let got = replies
-            .collect(WAIT, |rs| rs.iter().any(|r| !r.blocks.is_empty()))
-            .await;
-        let b = got
-            .iter()
-            .flat_map(|r| r.blocks.clone())
-            .next()
-            .expect("legacy block");
+        let b = want_block(&mut s, &mut replies, &f.v0.0, protocol.as_str()).await;
         assert!(b.prefix.is_none(), "{protocol}: legacy blocks field");
         assert_eq!(b.data.as_ref(), f.v0.1.as_slice());
     }
@@ -274,16 +256,6 @@ async fn bad_frames_close_only_their_stream() {
     let client = RawClient::connect(&f.daemon.tcp_addr).await;
     let mut replies = client.accept(Protocol::V120.as_str());
     let mut s = client.open(f.daemon.peer_id, Protocol::V120.as_str()).await;
-    send_raw(
-        &mut s,
-        &request(vec![want(&f.big.0, WantKind::Block, false)]),
-    )
-    .await;
-    let got = replies
-        .collect(WAIT, |rs| rs.iter().any(|r| !r.blocks.is_empty()))
-        .await;
-    assert!(
-        got.iter().any(|r| !r.blocks.is_empty()),
-        "served after bad peers"
-    );
+    let b = want_block(&mut s, &mut replies, &f.big.0, "after bad peers").await;
+    assert_eq!(b.data.as_ref(), f.big.1.as_slice());
 }
