@@ -61,71 +61,49 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("sidecar");
-        let m = Self {
-            connections: Gauge::default(),
-            bitswap_streams: Family::default(),
-            bitswap_messages_received: Family::default(),
-            bitswap_messages_sent: Family::default(),
-            bitswap_wants_received: Family::default(),
-            bitswap_rejected: Family::default(),
-            bitswap_blocks_sent: Counter::default(),
-            bitswap_block_bytes_sent: Counter::default(),
-            bitswap_haves_sent: Counter::default(),
-            bitswap_dont_haves_sent: Counter::default(),
-            registry: Registry::default(),
-        };
-        registry.register(
-            "p2p_connections",
-            "Established libp2p connections",
-            m.connections.clone(),
-        );
-        registry.register(
-            "bitswap_streams",
-            "Inbound Bitswap streams by protocol",
-            m.bitswap_streams.clone(),
-        );
-        registry.register(
-            "bitswap_messages_received",
-            "Bitswap messages received by protocol",
-            m.bitswap_messages_received.clone(),
-        );
-        registry.register(
-            "bitswap_messages_sent",
-            "Bitswap messages sent by protocol",
-            m.bitswap_messages_sent.clone(),
-        );
-        registry.register(
-            "bitswap_wants_received",
-            "Wantlist entries received by kind",
-            m.bitswap_wants_received.clone(),
-        );
-        registry.register(
-            "bitswap_rejected",
-            "Wantlist entries, messages or streams refused, by reason",
-            m.bitswap_rejected.clone(),
-        );
-        registry.register(
-            "bitswap_blocks_sent",
-            "Blocks sent",
-            m.bitswap_blocks_sent.clone(),
-        );
-        registry.register(
-            "bitswap_block_bytes_sent",
-            "Bytes of block data sent",
-            m.bitswap_block_bytes_sent.clone(),
-        );
-        registry.register(
-            "bitswap_haves_sent",
-            "HAVE presences sent",
-            m.bitswap_haves_sent.clone(),
-        );
-        registry.register(
-            "bitswap_dont_haves_sent",
-            "DONT_HAVE presences sent",
-            m.bitswap_dont_haves_sent.clone(),
-        );
-        Self { registry, ..m }
+        let mut r = Registry::with_prefix("sidecar");
+        let reg = &mut r;
+        Self {
+            connections: metric(reg, "p2p_connections", "Established libp2p connections"),
+            bitswap_streams: metric(
+                reg,
+                "bitswap_streams",
+                "Inbound Bitswap streams by protocol",
+            ),
+            bitswap_messages_received: metric(
+                reg,
+                "bitswap_messages_received",
+                "Bitswap messages received by protocol",
+            ),
+            bitswap_messages_sent: metric(
+                reg,
+                "bitswap_messages_sent",
+                "Bitswap messages sent by protocol",
+            ),
+            bitswap_wants_received: metric(
+                reg,
+                "bitswap_wants_received",
+                "Wantlist entries received by kind",
+            ),
+            bitswap_rejected: metric(
+                reg,
+                "bitswap_rejected",
+                "Wantlist entries, messages or streams refused, by reason",
+            ),
+            bitswap_blocks_sent: metric(reg, "bitswap_blocks_sent", "Blocks sent"),
+            bitswap_block_bytes_sent: metric(
+                reg,
+                "bitswap_block_bytes_sent",
+                "Bytes of block data sent",
+            ),
+            bitswap_haves_sent: metric(reg, "bitswap_haves_sent", "HAVE presences sent"),
+            bitswap_dont_haves_sent: metric(
+                reg,
+                "bitswap_dont_haves_sent",
+                "DONT_HAVE presences sent",
+            ),
+            registry: r,
+        }
     }
 
     /// The registry in the Prometheus text exposition format.
@@ -135,4 +113,15 @@ impl Metrics {
         let _ = encode(&mut out, &self.registry);
         out
     }
+}
+
+/// Creates a metric and registers it under `name`.
+fn metric<M: Default + Clone + prometheus_client::registry::Metric>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+) -> M {
+    let m = M::default();
+    registry.register(name, help, m.clone());
+    m
 }
