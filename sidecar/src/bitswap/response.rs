@@ -11,11 +11,14 @@
 //! Must never: do I/O or read a clock; never emit a message without the
 //! wantlist field (old Kubo dereferences it unconditionally).
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use cid::Cid;
-use prost::Message as _;
+use prost::{
+    Message as _,
+    encoding::{WireType, encode_key, encode_varint},
+};
 
-use super::frame::{MAX_MESSAGE_SIZE, encode_frame};
+use super::frame::MAX_MESSAGE_SIZE;
 use super::pb;
 use super::wire::{Prefix, Protocol, WireError, is_v0_compatible, parse_cid};
 
@@ -155,8 +158,18 @@ impl ResponseBuilder {
         self.done.is_empty() && self.current_items_len == 0
     }
 
-    /// The framed messages, in order; empty when nothing was added.
-    pub fn finish(mut self) -> Vec<Bytes> {
+    /// The framed messages, in order, each as one contiguous buffer; empty
+    /// when nothing was added. Same bytes as [`ResponseBuilder::finish_parts`].
+    pub fn finish(self) -> Vec<Bytes> {
+        self.finish_parts()
+            .into_iter()
+            .map(|f| f.to_bytes())
+            .collect()
+    }
+
+    /// The framed messages, in order, as [`OutFrame`]s whose large block
+    /// bodies are the caller's own buffers, not copies.
+    pub fn finish_parts(mut self) -> Vec<OutFrame> {
         if self.current_items_len > 0 {
             self.flush();
         }
@@ -169,7 +182,7 @@ impl ResponseBuilder {
             .into_iter()
             .map(|mut msg| {
                 msg.pending_bytes = pending;
-                encode_frame(&msg.encode_to_vec())
+                OutFrame::encode(&msg)
             })
             .collect()
     }
@@ -186,6 +199,110 @@ impl ResponseBuilder {
         let msg = std::mem::replace(&mut self.current, empty_message());
         self.done.push(msg);
         self.current_items_len = 0;
+    }
+}
+
+/// Block bodies shorter than this are copied into the frame; longer ones
+/// are written from the buffer they were read into.
+const INLINE_BODY: usize = 16 * 1024;
+
+/// One length-prefixed message as byte runs to be written in order.
+///
+/// The encoding is byte-for-byte what prost produces for the message
+/// (fields in tag order), but a block body of [`INLINE_BODY`] bytes or more
+/// is its own run, shared with the block read rather than copied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutFrame {
+    parts: Vec<Bytes>,
+}
+
+impl OutFrame {
+    fn encode(msg: &pb::Message) -> Self {
+        let mut out = FrameWriter::default();
+        let body_len = msg.encoded_len();
+        encode_varint(body_len as u64, &mut out.head);
+        if let Some(wantlist) = &msg.wantlist {
+            prost::encoding::message::encode(1, wantlist, &mut out.head);
+        }
+        for data in &msg.blocks {
+            encode_key(2, WireType::LengthDelimited, &mut out.head);
+            encode_varint(data.len() as u64, &mut out.head);
+            out.body(data);
+        }
+        for block in &msg.payload {
+            encode_key(3, WireType::LengthDelimited, &mut out.head);
+            encode_varint(block.encoded_len() as u64, &mut out.head);
+            if !block.prefix.is_empty() {
+                prost::encoding::bytes::encode(1, &block.prefix, &mut out.head);
+            }
+            if !block.data.is_empty() {
+                encode_key(2, WireType::LengthDelimited, &mut out.head);
+                encode_varint(block.data.len() as u64, &mut out.head);
+                out.body(&block.data);
+            }
+        }
+        for bp in &msg.block_presences {
+            prost::encoding::message::encode(4, bp, &mut out.head);
+        }
+        if msg.pending_bytes != 0 {
+            prost::encoding::int32::encode(5, &msg.pending_bytes, &mut out.head);
+        }
+        out.finish()
+    }
+
+    /// The runs, in order.
+    pub fn parts(&self) -> &[Bytes] {
+        &self.parts
+    }
+
+    /// Total bytes, length prefix included.
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(Bytes::len).sum()
+    }
+
+    /// True for a frame without bytes (never produced by the builder).
+    pub fn is_empty(&self) -> bool {
+        self.parts.iter().all(Bytes::is_empty)
+    }
+
+    /// The frame as one contiguous buffer.
+    pub fn to_bytes(&self) -> Bytes {
+        match self.parts.as_slice() {
+            [one] => one.clone(),
+            parts => {
+                let mut out = BytesMut::with_capacity(self.len());
+                for p in parts {
+                    out.put_slice(p);
+                }
+                out.freeze()
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct FrameWriter {
+    head: BytesMut,
+    parts: Vec<Bytes>,
+}
+
+impl FrameWriter {
+    fn body(&mut self, data: &Bytes) {
+        if data.len() < INLINE_BODY {
+            self.head.put_slice(data);
+        } else {
+            if !self.head.is_empty() {
+                self.parts.push(self.head.split().freeze());
+            }
+            self.parts.push(data.clone());
+        }
+    }
+
+    fn finish(mut self) -> OutFrame {
+        if !self.head.is_empty() {
+            self.parts.push(self.head.freeze());
+        }
+        OutFrame { parts: self.parts }
     }
 }
 
@@ -437,5 +554,47 @@ mod tests {
         );
         let msgs = decode_all(&b.finish());
         assert!(msgs[0].blocks[0].prefix.is_some());
+    }
+
+    #[test]
+    fn gathered_frames_are_prosts_bytes_and_share_large_bodies() {
+        let sizes = [0, 1, 100, INLINE_BODY - 1, INLINE_BODY, 300_000, MIB];
+        for p in Protocol::ALL {
+            let mut b = ResponseBuilder::new(p);
+            let mut bodies = Vec::new();
+            for (i, n) in sizes.iter().enumerate() {
+                let data = Bytes::from(vec![i as u8 + 1; *n]);
+                b.add_block(&cid_v0(i as u32), data.clone()).unwrap();
+                bodies.push(data);
+            }
+            b.add_presence(&cid_v0(99), Presence::DontHave);
+            b.set_pending_bytes(7_000_000);
+            let msgs = b.done.clone();
+            let mut current = b.current.clone();
+            let pending = if p.supports_presences() { 7_000_000 } else { 0 };
+            current.pending_bytes = pending;
+            let frames = b.finish_parts();
+            let mut expected: Vec<pb::Message> = msgs;
+            expected.push(current);
+            assert_eq!(frames.len(), expected.len(), "{p}");
+            for (frame, mut msg) in frames.iter().zip(expected) {
+                msg.pending_bytes = pending;
+                let prost_bytes = crate::bitswap::encode_frame(&msg.encode_to_vec());
+                assert_eq!(frame.to_bytes(), prost_bytes, "{p}");
+                assert_eq!(frame.len(), prost_bytes.len());
+            }
+            // Every body of INLINE_BODY bytes or more is a run of its own that
+            // points into the caller's buffer.
+            let runs: Vec<*const u8> = frames
+                .iter()
+                .flat_map(|f| f.parts().iter().map(|r| r.as_ptr()))
+                .collect();
+            for data in bodies.iter().filter(|d| d.len() >= INLINE_BODY) {
+                assert!(
+                    runs.contains(&data.as_ptr()),
+                    "{p}: a large body was copied"
+                );
+            }
+        }
     }
 }

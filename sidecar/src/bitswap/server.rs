@@ -30,7 +30,7 @@ use super::{
     Engine, EngineConfig, FrameDecoder, Protocol, ResponseBuilder, decode_request,
     engine::Batch,
     ledger::{Action, Outcome, Task},
-    response::Presence,
+    response::{OutFrame, Presence},
 };
 use crate::{
     blocks::BlockSource,
@@ -74,7 +74,7 @@ struct PeerState {
     /// The newest protocol the peer used on an inbound stream: replies use it.
     protocol: Option<Protocol>,
     inbound_streams: usize,
-    writer: Option<mpsc::Sender<Bytes>>,
+    writer: Option<mpsc::Sender<OutFrame>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -429,7 +429,7 @@ impl BitswapServer {
         let delivered = if builder.is_empty() {
             true
         } else {
-            let frames = builder.finish();
+            let frames = builder.finish_parts();
             let frame_count = frames.len() as u64;
             let ok = self.send(peer, protocol, frames, control).await;
             if ok {
@@ -462,7 +462,7 @@ impl BitswapServer {
         &self,
         peer: PeerId,
         protocol: Protocol,
-        frames: Vec<Bytes>,
+        frames: Vec<OutFrame>,
         control: &libp2p_stream::Control,
     ) -> bool {
         let sender = {
@@ -506,7 +506,7 @@ impl BitswapServer {
 async fn writer(
     peer: PeerId,
     protocol: Protocol,
-    mut rx: mpsc::Receiver<Bytes>,
+    mut rx: mpsc::Receiver<OutFrame>,
     mut control: libp2p_stream::Control,
     timeout: std::time::Duration,
 ) {
@@ -535,7 +535,9 @@ async fn writer(
             }
             let Some(s) = stream.as_mut() else { return };
             let write = async {
-                s.write_all(&frame).await?;
+                for part in frame.parts() {
+                    s.write_all(part).await?;
+                }
                 s.flush().await
             };
             match tokio::time::timeout(timeout, write).await {

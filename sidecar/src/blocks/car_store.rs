@@ -22,7 +22,7 @@ use std::time::UNIX_EPOCH;
 use bytes::Bytes;
 use cid::Cid;
 
-use super::{BlockError, BlockSource, Mh};
+use super::{BlockError, BlockSource, Mh, pool::BufferPool};
 use crate::car::{self, HashCheck};
 use crate::store::{Store, StoreError};
 
@@ -55,6 +55,7 @@ pub struct CarBlockSource {
     handles: Mutex<Handles>,
     max_open: usize,
     verify_on_read: bool,
+    buffers: BufferPool,
 }
 
 impl CarBlockSource {
@@ -66,6 +67,7 @@ impl CarBlockSource {
             handles: Mutex::new(Handles::default()),
             max_open: DEFAULT_MAX_OPEN_SHARDS,
             verify_on_read: false,
+            buffers: BufferPool::new(),
         }
     }
 
@@ -174,15 +176,16 @@ impl BlockSource for CarBlockSource {
             return Ok(None);
         };
         let (file, path) = self.handle(loc.shard)?;
-        let mut buf = vec![0u8; loc.len as usize];
-        file.read_exact_at(&mut buf, loc.offset)
+        let mut loan = self.buffers.take(loc.len as usize);
+        let buf = loan.bytes_mut();
+        file.read_exact_at(buf, loc.offset)
             .map_err(|source| BlockError::Shard {
                 shard: path.to_string(),
                 source,
             })?;
         if self.verify_on_read {
             // The codec does not matter for hashing; raw is a placeholder.
-            if car::check_block(&Cid::new_v1(car::RAW, *mh), &buf) != HashCheck::Ok {
+            if car::check_block(&Cid::new_v1(car::RAW, *mh), buf) != HashCheck::Ok {
                 return Err(BlockError::Shard {
                     shard: path.to_string(),
                     source: io::Error::new(
@@ -195,6 +198,6 @@ impl BlockSource for CarBlockSource {
                 });
             }
         }
-        Ok(Some(Bytes::from(buf)))
+        Ok(Some(loan.freeze()))
     }
 }

@@ -10,6 +10,7 @@
 //! the quota module's job.
 
 pub mod car_store;
+pub mod pool;
 
 use bytes::Bytes;
 use cid::multihash::Multihash;

@@ -1,4 +1,4 @@
-//! The libp2p host: TCP and WebSocket transports, TLS or noise, yamux,
+//! The libp2p host: TCP and WebSocket transports, TLS or noise, yamux ([`mux`]),
 //! identify, ping, connection limits, and `libp2p-stream` for protocols (Bitswap) that
 //! run as plain async code over streams.
 //!
@@ -21,11 +21,13 @@ use libp2p::{
     multiaddr::Protocol,
     noise, ping,
     swarm::{NetworkBehaviour, SwarmEvent},
-    tcp, tls, yamux,
+    tcp, tls,
 };
 use tokio_util::sync::CancellationToken;
 
 use crate::{config::P2pConfig, metrics::Metrics};
+
+mod mux;
 
 /// The identify protocol version string Kubo and Helia send.
 const IDENTIFY_PROTOCOL: &str = "/ipfs/id/1.0.0";
@@ -131,15 +133,12 @@ async fn build_swarm(keypair: Keypair, config: &P2pConfig) -> Result<Swarm<Behav
         .with_tcp(
             tcp::Config::default().nodelay(true),
             (tls::Config::new, noise::Config::new),
-            yamux::Config::default,
+            mux::Upgrade::new,
         )
         .map_err(|e| P2pError::Transport(e.to_string()))?
         .with_dns()
         .map_err(|e| P2pError::Transport(e.to_string()))?
-        .with_websocket(
-            (tls::Config::new, noise::Config::new),
-            yamux::Config::default,
-        )
+        .with_websocket((tls::Config::new, noise::Config::new), mux::Upgrade::new)
         .await
         .map_err(|e| P2pError::Transport(e.to_string()))?
         .with_behaviour(|key| Behaviour {
