@@ -51,6 +51,28 @@ pub enum Command {
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Quota policy helpers.
+    #[command(subcommand)]
+    Quota(QuotaCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum QuotaCommand {
+    /// Write the commented default quota policy (to `[quota] policy`, else
+    /// <data-dir>/quotas.toml).
+    Init {
+        /// Print to standard output instead of writing a file.
+        #[arg(long)]
+        stdout: bool,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Validate a policy file (default: the one the daemon would load).
+    Check {
+        /// The file to check.
+        file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -133,6 +155,33 @@ impl Cli {
                 println!("{config:#?}");
                 Ok(())
             }
+            Command::Quota(QuotaCommand::Init { stdout, force }) => write_default(
+                &self.quota_policy_path(),
+                crate::quota::policy::DEFAULT_POLICY,
+                *stdout,
+                *force,
+            ),
+            Command::Quota(QuotaCommand::Check { file }) => {
+                let path = file.clone().unwrap_or_else(|| self.quota_policy_path());
+                match crate::quota::load_policy(&path) {
+                    Ok(p) => {
+                        println!(
+                            "{}: valid; {} tiers (default {:?}), {} assigned peers, {} allowed, {} denied",
+                            path.display(),
+                            p.tiers.len(),
+                            p.tiers[p.default_tier].name,
+                            p.peers.len(),
+                            p.allow.len(),
+                            p.deny.len()
+                        );
+                        Ok(())
+                    }
+                    Err(e) => {
+                        eprintln!("sidecar: invalid quota policy: {e}");
+                        return EXIT_CONFIG;
+                    }
+                }
+            }
         };
         match result {
             Ok(()) => 0,
@@ -148,18 +197,32 @@ impl Cli {
             .config
             .clone()
             .unwrap_or_else(|| self.data_dir().join(CONFIG_FILE));
-        if stdout || path == Path::new("-") {
-            print!("{DEFAULT_CONFIG}");
-            return Ok(());
-        }
-        if path.exists() && !force {
-            anyhow::bail!("{} exists (use --force to overwrite)", path.display());
-        }
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(&path, DEFAULT_CONFIG)?;
-        eprintln!("wrote {}", path.display());
-        Ok(())
+        write_default(&path, DEFAULT_CONFIG, stdout, force)
     }
+
+    /// Where the daemon reads its quota policy.
+    fn quota_policy_path(&self) -> PathBuf {
+        self.load_config()
+            .quota
+            .policy
+            .unwrap_or_else(|| self.data_dir().join(crate::node::QUOTA_POLICY_FILE))
+    }
+}
+
+/// Writes a commented default file, refusing to overwrite without `force`;
+/// `stdout` (or the path `-`) prints it instead.
+fn write_default(path: &Path, text: &str, stdout: bool, force: bool) -> anyhow::Result<()> {
+    if stdout || path == Path::new("-") {
+        print!("{text}");
+        return Ok(());
+    }
+    if path.exists() && !force {
+        anyhow::bail!("{} exists (use --force to overwrite)", path.display());
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(path, text)?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
 }

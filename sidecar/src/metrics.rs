@@ -28,6 +28,15 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+/// Labels of a throttled want: the peer's tier, what was done, and which
+/// budget ran out.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ThrottleLabel {
+    pub tier: String,
+    pub action: &'static str,
+    pub reason: &'static str,
+}
+
 /// Every metric the sidecar exports.
 pub struct Metrics {
     registry: Registry,
@@ -51,6 +60,10 @@ pub struct Metrics {
     pub bitswap_haves_sent: Counter,
     /// DONT_HAVE presences sent.
     pub bitswap_dont_haves_sent: Counter,
+    /// Wants throttled by the quota gate, by tier, action and reason.
+    pub quota_throttled: Family<ThrottleLabel, Counter>,
+    /// Peers whose quota counters are held in memory.
+    pub quota_tracked_peers: Gauge,
 }
 
 impl Default for Metrics {
@@ -101,6 +114,16 @@ impl Metrics {
                 reg,
                 "bitswap_dont_haves_sent",
                 "DONT_HAVE presences sent",
+            ),
+            quota_throttled: metric(
+                reg,
+                "quota_throttled_wants",
+                "Wants throttled by the quota gate, by tier, action and reason",
+            ),
+            quota_tracked_peers: metric(
+                reg,
+                "quota_tracked_peers",
+                "Peers whose quota counters are held in memory",
             ),
             registry: r,
         }

@@ -16,8 +16,18 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    bitswap::server::BitswapServer, blocks::car_store::CarBlockSource, cli::CarCommand,
-    config::Config, http, identity, metrics::Metrics, p2p::Host, quota::Unlimited, shards,
+    bitswap::server::BitswapServer,
+    blocks::car_store::CarBlockSource,
+    cli::CarCommand,
+    config::Config,
+    http, identity,
+    metrics::Metrics,
+    p2p::{Hooks, Host},
+    quota::{
+        self, QuotaService, Quotas,
+        budget::{Clock, SystemClock},
+    },
+    shards,
     store::Store,
 };
 
@@ -27,6 +37,10 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// File in the data directory holding the bound HTTP address (`host:port`),
 /// written once the API listens, so scripts can find a port-0 listener.
 pub const HTTP_ADDR_FILE: &str = "http.addr";
+
+/// The quota policy file in the data directory (unless `[quota] policy`
+/// names another).
+pub const QUOTA_POLICY_FILE: &str = "quotas.toml";
 
 /// Opens (creating if needed) the store in `data_dir`.
 pub fn open_store(data_dir: &Path) -> anyhow::Result<Arc<Store>> {
@@ -140,10 +154,36 @@ pub async fn run(
     let bitswap_stop = CancellationToken::new();
     let swarm_stop = CancellationToken::new();
 
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let policy_path = config
+        .quota
+        .policy
+        .clone()
+        .unwrap_or_else(|| data_dir.join(QUOTA_POLICY_FILE));
+    let policy = quota::load_policy(&policy_path)
+        .with_context(|| "cannot load the quota policy".to_string())?;
+    let (disconnect_tx, disconnect_rx) = tokio::sync::mpsc::unbounded_channel();
+    let quotas = Arc::new(
+        Quotas::new(policy, clock.clone(), store.clone(), metrics.clone())
+            .with_disconnects(disconnect_tx),
+    );
+    let quota_service = Arc::new(QuotaService::new(
+        quotas.clone(),
+        policy_path,
+        store.clone(),
+        clock,
+    ));
+    let quota_stop = CancellationToken::new();
+    let quota_task = tokio::spawn(
+        quota_service
+            .clone()
+            .run(config.quota.flush_interval, quota_stop.clone()),
+    );
+
     let bitswap = BitswapServer::new(
         config.bitswap.clone(),
         blocks,
-        Arc::new(Unlimited),
+        quotas.clone(),
         metrics.clone(),
     );
     let on_disconnect = {
@@ -154,7 +194,11 @@ pub async fn run(
         keypair,
         &config.p2p,
         metrics.clone(),
-        on_disconnect,
+        Hooks {
+            on_disconnect,
+            connections: quotas.clone(),
+            disconnect_requests: Some(disconnect_rx),
+        },
         swarm_stop.clone(),
     )
     .await?;
@@ -176,6 +220,7 @@ pub async fn run(
         http_addr,
         metrics: metrics.clone(),
         started,
+        quotas: Some(quota_service.clone()),
     };
     let http_task = tokio::spawn(http::serve(listener, state, http_stop.clone()));
 
@@ -187,6 +232,9 @@ pub async fn run(
         let _ = bitswap_task.await;
         swarm_stop.cancel();
         host.join().await;
+        // Last: every want has been charged by now.
+        quota_stop.cancel();
+        let _ = quota_task.await;
     };
     if tokio::time::timeout(SHUTDOWN_GRACE, teardown)
         .await

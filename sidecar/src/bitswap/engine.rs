@@ -226,6 +226,18 @@ impl Engine {
     /// slice counts the rest as not held). See [`Ledger::receive`] for the
     /// wantlist rules.
     pub fn receive(&mut self, peer: PeerId, request: &Request, sizes: &[Option<u32>]) -> Received {
+        self.receive_capped(peer, request, sizes, usize::MAX)
+    }
+
+    /// [`Engine::receive`] with a per-peer wantlist cap (a quota tier's),
+    /// applied when lower than the engine's.
+    pub fn receive_capped(
+        &mut self,
+        peer: PeerId,
+        request: &Request,
+        sizes: &[Option<u32>],
+        max_wantlist_entries: usize,
+    ) -> Received {
         let c = &mut self.counters;
         c.messages += 1;
         c.full_wantlists += u64::from(request.full);
@@ -241,6 +253,9 @@ impl Engine {
             in_flight: None,
             in_ring: false,
         });
+        state
+            .ledger
+            .set_max_wantlist_entries(max_wantlist_entries.min(ledger_config.max_wantlist_entries));
         let stats = state.ledger.receive(request, sizes);
         let c = &mut self.counters;
         c.wants_block += stats.wants_block;

@@ -165,6 +165,13 @@ impl Ledger {
         }
     }
 
+    /// Lowers (or restores) the wantlist cap for this peer, callers pass the smaller of
+    /// the engine's cap and the peer's own.
+    /// Wants already held stay; new CIDs past the cap are ignored.
+    pub fn set_max_wantlist_entries(&mut self, n: usize) {
+        self.config.max_wantlist_entries = n;
+    }
+
     /// Applies a request: `full` replacement, then each want in order, then
     /// cancels. `sizes[i]` is the held size of `request.wants[i]`'s block
     /// (`None`: not held; a missing index counts as not held).

@@ -160,7 +160,13 @@ impl BitswapServer {
         {
             let mut peers = lock(&self.inner.peers);
             let state = peers.entry(peer).or_default();
-            if state.inbound_streams >= self.inner.config.max_inbound_streams_per_peer {
+            let cap = match self.inner.quota.limits(&peer) {
+                Some(l) => l
+                    .max_inbound_streams
+                    .min(self.inner.config.max_inbound_streams_per_peer),
+                None => self.inner.config.max_inbound_streams_per_peer,
+            };
+            if state.inbound_streams >= cap {
                 drop(peers);
                 tracing::debug!(%peer, "too many inbound bitswap streams; resetting");
                 self.reject("too_many_streams");
@@ -286,7 +292,12 @@ impl BitswapServer {
                 Err(_) => return Err("lookup task failed"),
             }
         };
-        let received = lock(&self.inner.engine).receive(peer, &request, &sizes);
+        let cap = self
+            .inner
+            .quota
+            .limits(&peer)
+            .map_or(usize::MAX, |l| l.max_wantlist_entries);
+        let received = lock(&self.inner.engine).receive_capped(peer, &request, &sizes, cap);
         if received.over_cap > 0 {
             m.bitswap_rejected
                 .get_or_create(&ReasonLabel {
@@ -343,7 +354,7 @@ impl BitswapServer {
                         .quota
                         .admit(&peer, Response::Have, task.block_size.unwrap_or(0))
                 }
-                Action::SendDontHave => Admission::Serve,
+                Action::SendDontHave => self.inner.quota.admit(&peer, Response::DontHave, 0),
             };
             plan.push((task, admission));
         }
@@ -380,8 +391,11 @@ impl BitswapServer {
         let mut outcomes = Vec::with_capacity(plan.len());
         let (mut blocks_sent, mut bytes_sent, mut haves, mut dont_haves) = (0u64, 0u64, 0u64, 0u64);
         for (task, admission) in plan {
+            // DONT_HAVE in place of what a quota withholds goes to every
+            // 1.2.0 peer, asked for or not: it is what makes Kubo and
+            // Helia stop waiting on us (see quota/default.toml).
             let dont_have = |builder: &mut ResponseBuilder, dont_haves: &mut u64| {
-                if task.send_dont_have && builder.add_presence(&task.cid, Presence::DontHave) {
+                if builder.add_presence(&task.cid, Presence::DontHave) {
                     *dont_haves += 1;
                     Outcome::SentDontHave
                 } else {
@@ -420,7 +434,8 @@ impl BitswapServer {
                         }
                     }
                     // Vanished between lookup and read (shard removed).
-                    None => dont_have(&mut builder, &mut dont_haves),
+                    None if task.send_dont_have => dont_have(&mut builder, &mut dont_haves),
+                    None => Outcome::Dropped,
                 },
             };
             outcomes.push((task.cid, outcome));

@@ -45,6 +45,15 @@ pub struct Config {
     pub http: HttpConfig,
     pub kubo: KuboConfig,
     pub bitswap: BitswapConfig,
+    pub quota: QuotaConfig,
+}
+
+/// `[quota]`: where the quota policy lives and how often counters are saved.
+#[derive(Debug, Clone)]
+pub struct QuotaConfig {
+    /// The policy file; `None` means `<data-dir>/quotas.toml`.
+    pub policy: Option<std::path::PathBuf>,
+    pub flush_interval: Duration,
 }
 
 /// `[p2p]`: the libp2p host.
@@ -64,6 +73,8 @@ pub struct P2pConfig {
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// Bearer token for `/admin/*`; `None` turns the admin API off.
+    pub admin_token: Option<String>,
 }
 
 /// `[kubo]`: the Kubo node this sidecar stands beside.
@@ -94,6 +105,14 @@ struct Raw {
     http: RawHttp,
     kubo: RawKubo,
     bitswap: RawBitswap,
+    quota: RawQuota,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQuota {
+    policy: String,
+    flush_interval: String,
 }
 
 #[derive(Deserialize)]
@@ -111,6 +130,7 @@ struct RawP2p {
 #[serde(deny_unknown_fields)]
 struct RawHttp {
     listen: String,
+    admin_token: String,
 }
 
 #[derive(Deserialize)]
@@ -325,6 +345,21 @@ fn positive<T: PartialOrd + Default + Copy>(key: &str, v: T) -> Result<T, Config
     }
 }
 
+/// An empty token disables the admin API; a set one must be long enough
+/// not to be guessed.
+fn admin_token(token: &str) -> Result<Option<String>, ConfigError> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ConfigError::key(
+            "http.admin_token",
+            "must be at least 16 characters without spaces (or empty to disable /admin)",
+        ));
+    }
+    Ok(Some(token.to_string()))
+}
+
 /// A listen address must be `/ip4|ip6/…/tcp/N` optionally followed by `/ws`.
 fn check_listen(key: &str, addr: &Multiaddr) -> Result<(), ConfigError> {
     let mut it = addr.iter();
@@ -402,6 +437,15 @@ impl Raw {
             },
             http: HttpConfig {
                 listen: http_listen,
+                admin_token: admin_token(&self.http.admin_token)?,
+            },
+            quota: QuotaConfig {
+                policy: (!self.quota.policy.is_empty())
+                    .then(|| std::path::PathBuf::from(&self.quota.policy)),
+                flush_interval: positive(
+                    "quota.flush_interval",
+                    duration("quota.flush_interval", &self.quota.flush_interval)?,
+                )?,
             },
             kubo: KuboConfig { rpc },
             bitswap: BitswapConfig {

@@ -1,4 +1,5 @@
-//! The HTTP API: health and metrics (routing and name APIs join later).
+//! The HTTP API: health, metrics and the admin API ([`admin`]); routing
+//! and name APIs join later.
 //!
 //! [`serve`] takes an already-bound listener and a shutdown token, so tests
 //! and the daemon choose the port (0 works) and the teardown. Handlers only
@@ -23,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{config::Config, metrics::Metrics};
 
+mod admin;
+
 /// What the handlers read.
 #[derive(Clone)]
 pub struct ApiState {
@@ -32,6 +35,8 @@ pub struct ApiState {
     pub http_addr: SocketAddr,
     pub metrics: Arc<Metrics>,
     pub started: Instant,
+    /// The quota service, for `/admin/*`.
+    pub quotas: Option<Arc<crate::quota::QuotaService>>,
 }
 
 #[derive(Serialize)]
@@ -50,6 +55,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .merge(admin::routes())
         .with_state(state)
 }
 

@@ -23,11 +23,15 @@ use libp2p::{
     swarm::{NetworkBehaviour, SwarmEvent},
     tcp, tls,
 };
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::{config::P2pConfig, metrics::Metrics};
 
+mod gatekeeper;
 mod mux;
+
+pub use gatekeeper::{ConnectionPolicy, OpenDoor, ip_of};
 
 /// The identify protocol version string Kubo and Helia send.
 const IDENTIFY_PROTOCOL: &str = "/ipfs/id/1.0.0";
@@ -42,6 +46,16 @@ const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Called with a peer's ID once its last connection has closed.
 pub type DisconnectHook = Arc<dyn Fn(PeerId) + Send + Sync>;
 
+/// What the host reports to, and takes orders from, the rest of the daemon.
+pub struct Hooks {
+    /// A peer's last connection closed.
+    pub on_disconnect: DisconnectHook,
+    /// Asked about every connection (refusals), told of every connection.
+    pub connections: Arc<dyn ConnectionPolicy>,
+    /// Peers to disconnect now (a quota's `disconnect` policy).
+    pub disconnect_requests: Option<mpsc::UnboundedReceiver<PeerId>>,
+}
+
 /// Why the host could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum P2pError {
@@ -53,6 +67,7 @@ pub enum P2pError {
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    gatekeeper: gatekeeper::Behaviour,
     limits: connection_limits::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
@@ -76,11 +91,11 @@ impl Host {
         keypair: Keypair,
         config: &P2pConfig,
         metrics: Arc<Metrics>,
-        on_disconnect: DisconnectHook,
+        hooks: Hooks,
         shutdown: CancellationToken,
     ) -> Result<Self, P2pError> {
         let peer_id = keypair.public().to_peer_id();
-        let mut swarm = build_swarm(keypair, config).await?;
+        let mut swarm = build_swarm(keypair, config, hooks.connections.clone()).await?;
         let control = swarm.behaviour().stream.new_control();
         for addr in &config.announce {
             swarm.add_external_address(addr.clone());
@@ -92,7 +107,7 @@ impl Host {
             swarm,
             listen_addrs.clone(),
             metrics,
-            on_disconnect,
+            hooks,
             shutdown,
         ));
         Ok(Self {
@@ -122,7 +137,11 @@ impl Host {
     }
 }
 
-async fn build_swarm(keypair: Keypair, config: &P2pConfig) -> Result<Swarm<Behaviour>, P2pError> {
+async fn build_swarm(
+    keypair: Keypair,
+    config: &P2pConfig,
+    connections: Arc<dyn ConnectionPolicy>,
+) -> Result<Swarm<Behaviour>, P2pError> {
     let limits = connection_limits::ConnectionLimits::default()
         .with_max_established(Some(config.max_connections))
         .with_max_established_per_peer(Some(config.max_connections_per_peer))
@@ -142,6 +161,7 @@ async fn build_swarm(keypair: Keypair, config: &P2pConfig) -> Result<Swarm<Behav
         .await
         .map_err(|e| P2pError::Transport(e.to_string()))?
         .with_behaviour(|key| Behaviour {
+            gatekeeper: gatekeeper::Behaviour::new(connections),
             limits: connection_limits::Behaviour::new(limits),
             identify: identify::Behaviour::new(
                 identify::Config::new(IDENTIFY_PROTOCOL.to_string(), key.public())
@@ -219,12 +239,27 @@ async fn event_loop(
     mut swarm: Swarm<Behaviour>,
     listen_addrs: Arc<RwLock<Vec<Multiaddr>>>,
     metrics: Arc<Metrics>,
-    on_disconnect: DisconnectHook,
+    hooks: Hooks,
     shutdown: CancellationToken,
 ) {
+    let Hooks {
+        on_disconnect,
+        mut disconnect_requests,
+        ..
+    } = hooks;
     loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => break,
+            Some(peer) = async {
+                match disconnect_requests.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                tracing::debug!(%peer, "disconnecting peer");
+                let _ = swarm.disconnect_peer_id(peer);
+                continue;
+            }
             event = swarm.select_next_some() => event,
         };
         match event {

@@ -8,6 +8,15 @@
 
 use libp2p::PeerId;
 
+pub mod budget;
+mod gate;
+pub mod policy;
+mod service;
+
+pub use gate::{CounterKey, CounterSource, IpPrefix, NoCounters, PeerLimits, PeerReport, Quotas};
+pub use policy::{Policy, PolicyError};
+pub use service::{QuotaService, ReloadError, load_policy};
+
 /// What the server is about to send for one want.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Response {
@@ -15,6 +24,8 @@ pub enum Response {
     Block,
     /// A HAVE presence.
     Have,
+    /// A DONT_HAVE presence (the block is not held).
+    DontHave,
 }
 
 /// The gate's verdict for one want.
@@ -33,6 +44,12 @@ pub trait QuotaGate: Send + Sync + 'static {
     /// Called before the server reads or sends anything for this want.
     /// `size` is the block's size in bytes.
     fn admit(&self, peer: &PeerId, response: Response, size: u32) -> Admission;
+
+    /// Per-peer limits the server enforces itself; `None` leaves the
+    /// server's configured ones.
+    fn limits(&self, _peer: &PeerId) -> Option<PeerLimits> {
+        None
+    }
 }
 
 /// Admits everything.

@@ -36,6 +36,7 @@
 //! This module never reads CAR files and never decides what to import.
 
 mod location;
+mod quota;
 mod shard_meta;
 
 pub use location::{BlockLocation, LOCATION_LEN};
@@ -178,6 +179,7 @@ impl Store {
             tx.open_table(BLOCKS)?;
             tx.open_table(SHARDS)?;
             tx.open_table(SHARD_PATHS)?;
+            tx.open_table(quota::QUOTA_DAYS)?;
         }
         tx.commit()?;
         Ok(Store {
