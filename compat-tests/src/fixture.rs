@@ -17,6 +17,8 @@
 //! Kubo reference server).
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
 
@@ -207,5 +209,32 @@ impl Fixture {
     /// Both CARs a server must import.
     pub fn cars(&self) -> [&Path; 2] {
         [&self.dag_car, &self.holes_car]
+    }
+}
+
+static SHARED: OnceLock<Result<Fixture, String>> = OnceLock::new();
+
+/// The fixture of this test process, built on first use into `<tmp>/compat-fixture`
+/// (replaced on every run; tests pass `env!("CARGO_TARGET_TMPDIR")`). Panics with the
+/// reason if it cannot be built.
+pub fn shared(tmp: &Path) -> &'static Fixture {
+    let result = SHARED.get_or_init(|| {
+        let dir = tmp.join("compat-fixture");
+        let _ = std::fs::remove_dir_all(&dir);
+        let started = Instant::now();
+        let f = Fixture::build(&dir).map_err(|e| format!("building the fixture: {e:#}"))?;
+        eprintln!(
+            "fixture: root {} ({} files, {} CAR bytes, seed {}) in {:?}",
+            f.root,
+            f.files.len(),
+            f.dag_car_bytes.len(),
+            f.seed,
+            started.elapsed()
+        );
+        Ok(f)
+    });
+    match result {
+        Ok(f) => f,
+        Err(e) => panic!("{e}"),
     }
 }

@@ -47,20 +47,30 @@ impl Helia {
 
     /// Fetches the DAG under `root` from the peer at `peer_addr` (must end in `/p2p/<id>`).
     pub fn fetch_car(&self, peer_addr: &str, root: &str) -> Result<HeliaFetch> {
+        self.fetch_car_within(peer_addr, root, FETCH_TIMEOUT)
+    }
+
+    /// [`Helia::fetch_car`] giving up after `timeout` (the run fails then).
+    pub fn fetch_car_within(
+        &self,
+        peer_addr: &str,
+        root: &str,
+        timeout: Duration,
+    ) -> Result<HeliaFetch> {
         let out_path = self.dir.path().join(format!("{root}.car"));
         let mut cmd = Command::new(&self.node);
         cmd.arg(&self.script)
             .args(["--peer", peer_addr, "--root", root])
             .arg("--out")
             .arg(&out_path)
-            .args(["--timeout-ms", &FETCH_TIMEOUT.as_millis().to_string()])
+            .args(["--timeout-ms", &timeout.as_millis().to_string()])
             .current_dir(tools::js_dir());
         // The process's own timer fires first; this outer bound only catches a hung runtime.
         let out = process::run(
             "helia-fetch",
             cmd,
             self.dir.path(),
-            FETCH_TIMEOUT + Duration::from_secs(15),
+            timeout + Duration::from_secs(15),
         )
         .with_context(|| format!("Helia fetch of {root} from {peer_addr}"))?;
         let stats: Value = serde_json::from_slice(&out.stdout).with_context(|| {

@@ -54,6 +54,18 @@ pub fn request(
     body: Option<(&str, &[u8])>,
     timeout: Duration,
 ) -> Result<Response> {
+    request_with_headers(method, addr, path_and_query, &[], body, timeout)
+}
+
+/// [`request`] with extra request headers (`name`, `value`).
+pub fn request_with_headers(
+    method: &str,
+    addr: &str,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+    body: Option<(&str, &[u8])>,
+    timeout: Duration,
+) -> Result<Response> {
     let sock = addr
         .to_socket_addrs()
         .with_context(|| format!("resolving {addr}"))?
@@ -66,6 +78,9 @@ pub fn request(
     let mut head = format!(
         "{method} {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: sidecar-compat-tests\r\n"
     );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
     let payload = match body {
         Some((content_type, bytes)) => {
             head.push_str(&format!("Content-Type: {content_type}\r\n"));

@@ -4,9 +4,9 @@
 //!
 //! - [`kubo::Kubo`] — a Kubo node (built by `scripts/install-kubo.sh`) in a throwaway repo:
 //!   offline CLI steps, daemon start, RPC (`swarm connect`, `cat`, `dag export`, `id`,
-//!   `bitswap stat`) and its JSON go-log.
+//!   `bitswap stat`) and its JSON go-log ([`kubo_log`] reads DONT_HAVEs out of it).
 //! - [`sidecar::Sidecar`] — the sidecar binary: `car import`, `run` on loopback port 0,
-//!   `/healthz`, `/metrics`, SIGTERM.
+//!   `/healthz`, `/metrics`, `/admin/*`, signals.
 //! - [`helia::Helia`] — Helia 7 on Node 24 running `js/fetch.mjs` to fetch a DAG over
 //!   Bitswap 1.2.0 into a CAR.
 //! - [`fixture::Fixture`] — the random test DAG and its reference CAR, made by a producer
@@ -25,6 +25,7 @@ pub mod fixture;
 pub mod helia;
 pub mod http;
 pub mod kubo;
+pub mod kubo_log;
 pub mod metrics;
 pub mod process;
 pub mod server;

@@ -97,6 +97,20 @@ impl Daemon {
         )
     }
 
+    /// Sends `SIG<sig>` (e.g. `HUP`) to the child alone.
+    pub fn signal(&self, sig: &str) -> Result<()> {
+        let Some(child) = self.child.as_ref() else {
+            bail!("{} is not running", self.name);
+        };
+        let status = Command::new("kill")
+            .args(["-s", sig, &child.id().to_string()])
+            .status()?;
+        if !status.success() {
+            bail!("kill -s {sig} {} failed: {status}", self.name);
+        }
+        Ok(())
+    }
+
     /// Sends SIGTERM to the process group and waits up to `grace` for the leader to exit;
     /// then SIGKILLs the group. Returns the leader's exit status.
     pub fn terminate(&mut self, grace: Duration) -> Result<ExitStatus> {

@@ -32,8 +32,8 @@ pub const STOP_GRACE: Duration = Duration::from_secs(15);
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 /// libp2p listen addresses given to the daemon: TCP and WebSocket on loopback, any port.
 pub const P2P_LISTEN: &str = "/ip4/127.0.0.1/tcp/0,/ip4/127.0.0.1/tcp/0/ws";
-/// `RUST_LOG` for the daemon unless the caller's environment sets one.
-pub const DEFAULT_RUST_LOG: &str = "info";
+/// `SIDECAR_LOG` for the daemon unless the caller's environment sets one.
+pub const DEFAULT_LOG: &str = "info";
 
 /// What `/healthz` reported.
 #[derive(Debug, Clone)]
@@ -53,6 +53,7 @@ pub struct Sidecar {
     http_addr: Option<String>,
     health: Option<Health>,
     data_dir: PathBuf,
+    env: Vec<(String, String)>,
     dir: TempDir,
 }
 
@@ -71,8 +72,48 @@ impl Sidecar {
             http_addr: None,
             health: None,
             data_dir,
+            env: Vec::new(),
             dir,
         })
+    }
+
+    /// The data directory (identity, store, `quotas.toml`).
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Sets an environment variable for every later start (e.g.
+    /// `SIDECAR_HTTP__ADMIN_TOKEN`).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
+    }
+
+    /// Sends `SIG<sig>` to the running daemon.
+    pub fn signal(&self, sig: &str) -> Result<()> {
+        self.daemon
+            .as_ref()
+            .ok_or_else(|| anyhow!("sidecar not started"))?
+            .signal(sig)
+    }
+
+    /// An `/admin/*` request with the bearer `token`; any status is returned.
+    pub fn admin(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<&str>,
+    ) -> Result<http::Response> {
+        let auth = format!("Bearer {token}");
+        http::request_with_headers(
+            method,
+            self.http_addr()?,
+            path,
+            &[("Authorization", &auth)],
+            body.map(|b| ("application/toml", b.as_bytes())),
+            HTTP_TIMEOUT,
+        )
     }
 
     /// The binary in use.
@@ -83,8 +124,8 @@ impl Sidecar {
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.bin);
         cmd.arg("--data-dir").arg(&self.data_dir).args(args);
-        if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", DEFAULT_RUST_LOG);
+        if std::env::var_os("SIDECAR_LOG").is_none() {
+            cmd.env("SIDECAR_LOG", DEFAULT_LOG);
         }
         cmd
     }
@@ -126,6 +167,9 @@ impl Sidecar {
         let mut cmd = self.command(&["run"]);
         cmd.env("SIDECAR_P2P__LISTEN", P2P_LISTEN)
             .env("SIDECAR_HTTP__LISTEN", "127.0.0.1:0");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
         let mut daemon = Daemon::spawn("sidecar-run", cmd, self.dir.path())?;
         let addr_file = self.data_dir.join("http.addr");
         let result = process::wait_for(

@@ -10,21 +10,21 @@
 //!   a failure here is a harness bug.
 //!
 //! The fixture (≈ 41 MiB of random files, see `compat_tests::fixture`) is generated once per
-//! test process into `$CARGO_TARGET_TMPDIR/compat-fixture` (replaced on every run).
+//! test process ([`fixture::shared`]).
 //!
 //! Prerequisites: `compat-tests/scripts/setup.sh` (Kubo, Node 24, Helia) and a built sidecar
 //! (`cargo build -p sidecar --bin sidecar`, or `SIDECAR_BIN=…`). Missing ones fail loudly.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::OnceLock;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use compat_tests::car::{self, Car};
-use compat_tests::fixture::{Fixture, HOLES};
+use compat_tests::fixture::{self, Fixture, HOLES};
 use compat_tests::helia::Helia;
 use compat_tests::kubo::{self, Kubo};
+use compat_tests::kubo_log::{is_msg, log_events_since, observe_dont_haves};
 use compat_tests::metrics::Metrics;
 use compat_tests::process;
 use compat_tests::server::{BlockServer, KuboServer};
@@ -46,33 +46,9 @@ const BLOCK_BYTES_SENT: &str = "sidecar_bitswap_block_bytes_sent_total";
 const DONT_HAVES_SENT: &str = "sidecar_bitswap_dont_haves_sent_total";
 const WANTS_RECEIVED: &str = "sidecar_bitswap_wants_received_total";
 
-static FIXTURE: OnceLock<Result<Fixture, String>> = OnceLock::new();
-
-fn fixture() -> &'static Fixture {
-    let result = FIXTURE.get_or_init(|| {
-        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("compat-fixture");
-        let _ = std::fs::remove_dir_all(&dir);
-        let started = Instant::now();
-        let f = Fixture::build(&dir).map_err(|e| format!("building the fixture: {e:#}"))?;
-        eprintln!(
-            "fixture: root {} ({} files, {} CAR bytes, seed {}) in {:?}",
-            f.root,
-            f.files.len(),
-            f.dag_car_bytes.len(),
-            f.seed,
-            started.elapsed()
-        );
-        Ok(f)
-    });
-    match result {
-        Ok(f) => f,
-        Err(e) => panic!("{e}"),
-    }
-}
-
 #[test]
 fn sidecar_serves_kubo_and_helia() -> Result<()> {
-    let fx = fixture();
+    let fx = fixture::shared(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")));
     let mut sidecar = Sidecar::new()?;
     eprintln!("sidecar binary: {}", sidecar.bin().display());
     let import_log = sidecar
@@ -92,7 +68,7 @@ fn sidecar_serves_kubo_and_helia() -> Result<()> {
 
 #[test]
 fn kubo_reference_server_serves_kubo_and_helia() -> Result<()> {
-    let fx = fixture();
+    let fx = fixture::shared(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")));
     let server = KuboServer::start(&fx.cars())?;
     check_server(&server, fx).map_err(|e| {
         e.context(format!(
@@ -280,14 +256,6 @@ fn unknown_cid() -> String {
 }
 
 /// Session events Kubo logged after line `from` ("Bitswap <- DONT_HAVE", pruning, …).
-fn log_events_since(client: &Kubo, from: usize) -> Vec<Value> {
-    client.golog_lines().into_iter().skip(from).collect()
-}
-
-fn is_msg(v: &Value, prefix: &str) -> bool {
-    v["msg"].as_str().is_some_and(|m| m.starts_with(prefix))
-}
-
 /// Stage e0: `ipfs block get` of an unknown CID. Kubo's session *broadcasts* it as a
 /// want-have with `sendDontHave=false` (boxo `messagequeue.go`: broadcast entries are added
 /// with `sendDontHave` false), so a spec-following server must stay silent — the spec allows
@@ -339,46 +307,6 @@ fn broadcast_want_have_gets_no_dont_have(server: &dyn BlockServer, client: &Kubo
         );
     }
     Ok(())
-}
-
-/// What Kubo's session log says about DONT_HAVEs from one peer.
-#[derive(Debug, Default)]
-struct DontHaveObservation {
-    /// Per CID: session "Bitswap <- DONT_HAVE" lines minus the DONT_HAVEs Kubo simulated
-    /// for it after a timeout, i.e. DONT_HAVEs that arrived over the wire. Only CIDs with
-    /// at least one such DONT_HAVE are kept.
-    real: BTreeMap<String, usize>,
-    /// CIDs Kubo simulated a DONT_HAVE for ("Bitswap: timeout waiting for blocks").
-    simulated: usize,
-    /// Whether Kubo logged pruning the peer from the session.
-    pruned: bool,
-}
-
-fn observe_dont_haves(events: &[Value], peer: &str) -> DontHaveObservation {
-    let mut logged: BTreeMap<String, isize> = BTreeMap::new();
-    let mut obs = DontHaveObservation::default();
-    for v in events {
-        if is_msg(v, "Bitswap <- DONT_HAVE") && v["from"] == peer {
-            if let Some(cid) = v["cid"].as_str() {
-                *logged.entry(cid.to_owned()).or_default() += 1;
-            }
-        } else if is_msg(v, "Bitswap: timeout waiting for blocks") && v["peer"] == peer {
-            for cid in v["cids"].as_array().into_iter().flatten() {
-                if let Some(cid) = cid["/"].as_str().or(cid.as_str()) {
-                    *logged.entry(cid.to_owned()).or_default() -= 1;
-                    obs.simulated += 1;
-                }
-            }
-        } else if is_msg(v, &format!("peer {peer} sent too many dont haves")) {
-            obs.pruned = true;
-        }
-    }
-    obs.real = logged
-        .into_iter()
-        .filter(|(_, n)| *n > 0)
-        .map(|(c, n)| (c, n as usize))
-        .collect();
-    obs
 }
 
 /// Stage e: Kubo walks the holey directory. The server sends the directory block (which puts

@@ -116,6 +116,10 @@ impl Daemon {
             .unwrap_or(0.0)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
