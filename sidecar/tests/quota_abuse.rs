@@ -278,3 +278,41 @@ async fn wait_until(cond: impl Fn() -> bool) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_does_not_read_gets_no_more_queued() {
+    // 100 blocks of 10 kB; at most 64 KiB queued for a peer.
+    let f = serve(100, |t| {
+        set(t, &["tiers", "default", "max_inflight_bytes"], 64 * 1024);
+    });
+    let d = &f.daemon;
+    let slow = RawClient::connect(&d.tcp_addr).await;
+    // Accept the server's reply stream but never read it.
+    let mut incoming = slow
+        .control
+        .clone()
+        .accept(libp2p::StreamProtocol::new(Protocol::V120.as_str()))
+        .unwrap();
+    let mut s = slow.open(d.peer_id, Protocol::V120.as_str()).await;
+    for chunk in f.blocks.chunks(10) {
+        let wants = chunk
+            .iter()
+            .map(|(c, _)| want(c, WantKind::Block))
+            .collect();
+        send_raw(&mut s, &request(wants)).await;
+    }
+    let held = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut incoming))
+        .await
+        .expect("the server opened its reply stream");
+    let refused = "sidecar_quota_throttled_wants_total{tier=\"default\",action=\"donthave\",reason=\"inflight_bytes\"}";
+    wait_until(|| d.metric(refused) > 0.0).await;
+    // Far fewer than the 1 MB asked for left the server: the rest was refused.
+    let sent = d.metric("sidecar_bitswap_block_bytes_sent_total");
+    assert!(
+        sent < 600_000.0,
+        "{sent} bytes queued for a peer that reads nothing"
+    );
+    // Others are served meanwhile.
+    assert_eq!(ask_once(d, &f.blocks[99].0).await, Some(true));
+    drop(held);
+}

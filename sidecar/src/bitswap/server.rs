@@ -17,7 +17,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use bytes::Bytes;
@@ -74,7 +77,33 @@ struct PeerState {
     /// The newest protocol the peer used on an inbound stream: replies use it.
     protocol: Option<Protocol>,
     inbound_streams: usize,
-    writer: Option<mpsc::Sender<OutFrame>>,
+    writer: Option<mpsc::Sender<Queued>>,
+    /// Bytes queued on the writer and not yet written.
+    inflight: Arc<AtomicU64>,
+}
+
+/// A frame on its way to the writer; its bytes count as in flight until it
+/// is written or dropped.
+struct Queued {
+    frame: OutFrame,
+    inflight: Arc<AtomicU64>,
+}
+
+impl Queued {
+    fn new(frame: OutFrame, inflight: &Arc<AtomicU64>) -> Self {
+        inflight.fetch_add(frame.len() as u64, Ordering::Relaxed);
+        Self {
+            frame,
+            inflight: inflight.clone(),
+        }
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.inflight
+            .fetch_sub(self.frame.len() as u64, Ordering::Relaxed);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -335,20 +364,22 @@ impl BitswapServer {
     /// Quota check, block reads, response building and hand-off for one batch.
     async fn serve_batch(&self, batch: Batch, control: &libp2p_stream::Control) {
         let peer = batch.peer;
-        let protocol = lock(&self.inner.peers)
+        let (protocol, inflight) = lock(&self.inner.peers)
             .get(&peer)
-            .and_then(|s| s.protocol)
-            .unwrap_or(Protocol::V120);
+            .map(|s| (s.protocol, s.inflight.load(Ordering::Relaxed)))
+            .unwrap_or((None, 0));
+        let protocol = protocol.unwrap_or(Protocol::V120);
+        let slow_reader = self.inner.quota.check_inflight(&peer, inflight);
 
         // The one choke point: nothing is read before the gate has answered.
         let mut plan: Vec<(Task, Admission)> = Vec::with_capacity(batch.tasks.len());
         for task in batch.tasks {
             let admission = match task.action {
-                Action::SendBlock => {
+                Action::SendBlock => slow_reader.unwrap_or_else(|| {
                     self.inner
                         .quota
                         .admit(&peer, Response::Block, task.block_size.unwrap_or(0))
-                }
+                }),
                 Action::SendHave => {
                     self.inner
                         .quota
@@ -480,10 +511,11 @@ impl BitswapServer {
         frames: Vec<OutFrame>,
         control: &libp2p_stream::Control,
     ) -> bool {
-        let sender = {
+        let (sender, inflight) = {
             let mut peers = lock(&self.inner.peers);
             let state = peers.entry(peer).or_default();
-            match &state.writer {
+            let inflight = state.inflight.clone();
+            let sender = match &state.writer {
                 Some(tx) if !tx.is_closed() => tx.clone(),
                 _ => {
                     let (tx, rx) = mpsc::channel(WRITER_QUEUE);
@@ -497,10 +529,12 @@ impl BitswapServer {
                     ));
                     tx
                 }
-            }
+            };
+            (sender, inflight)
         };
         for frame in frames {
-            match tokio::time::timeout(self.inner.config.send_timeout, sender.send(frame)).await {
+            let queued = Queued::new(frame, &inflight);
+            match tokio::time::timeout(self.inner.config.send_timeout, sender.send(queued)).await {
                 Ok(Ok(())) => {}
                 _ => {
                     tracing::debug!(%peer, "peer writer stuck or gone; dropping response");
@@ -521,12 +555,13 @@ impl BitswapServer {
 async fn writer(
     peer: PeerId,
     protocol: Protocol,
-    mut rx: mpsc::Receiver<OutFrame>,
+    mut rx: mpsc::Receiver<Queued>,
     mut control: libp2p_stream::Control,
     timeout: std::time::Duration,
 ) {
     let mut stream: Option<Stream> = None;
-    while let Some(frame) = rx.recv().await {
+    while let Some(queued) = rx.recv().await {
+        let frame = &queued.frame;
         let mut attempts = 0;
         loop {
             attempts += 1;

@@ -540,6 +540,25 @@ fn evict(state: &mut State, cap: usize) {
 }
 
 impl QuotaGate for Quotas {
+    fn check_inflight(&self, peer: &PeerId, inflight_bytes: u64) -> Option<Admission> {
+        let policy = self.policy();
+        if policy.is_allowed(peer) {
+            return None;
+        }
+        let tier = &policy.tiers[policy.tier_of(peer)];
+        if inflight_bytes < tier.max_inflight_bytes {
+            return None;
+        }
+        let now = self.clock.now_ms();
+        let mut state = self.state();
+        Some(
+            match self.throttle(&mut state, peer, tier, now, "inflight_bytes") {
+                Action::DontHave => Admission::DontHave,
+                Action::Drop | Action::Disconnect => Admission::Drop,
+            },
+        )
+    }
+
     fn limits(&self, peer: &PeerId) -> Option<PeerLimits> {
         let policy = self.policy();
         if policy.is_allowed(peer) {

@@ -323,3 +323,21 @@ fn a_tracked_peer_costs_at_most_700_bytes() {
     let slot = std::mem::size_of::<(PeerId, PeerEntry)>() + 1;
     assert!(slot * 8 / 7 <= 700, "{slot} bytes per slot");
 }
+
+#[test]
+fn a_slow_reader_is_refused_past_its_inflight_bytes() {
+    let mut p = open_policy();
+    default_tier(&mut p).max_inflight_bytes = 1000;
+    let vip = PeerId::random();
+    p.allow.push(vip);
+    let r = rig(p);
+    let peer = PeerId::random();
+    r.quotas.peer_connected(peer, ip(1));
+    assert_eq!(r.quotas.check_inflight(&peer, 999), None);
+    assert_eq!(
+        r.quotas.check_inflight(&peer, 1000),
+        Some(Admission::DontHave)
+    );
+    assert_eq!(r.quotas.report(10)[0].throttled, 1);
+    assert_eq!(r.quotas.check_inflight(&vip, u64::MAX), None);
+}

@@ -50,6 +50,13 @@ pub trait QuotaGate: Send + Sync + 'static {
     fn limits(&self, _peer: &PeerId) -> Option<PeerLimits> {
         None
     }
+
+    /// Asked once per batch with the bytes already queued for the peer and
+    /// not yet written. `Some` refuses the batch's blocks with that answer
+    /// (a slow reader); `None` lets [`QuotaGate::admit`] decide per want.
+    fn check_inflight(&self, _peer: &PeerId, _inflight_bytes: u64) -> Option<Admission> {
+        None
+    }
 }
 
 /// Admits everything.

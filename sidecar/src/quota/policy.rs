@@ -62,6 +62,9 @@ pub struct Tier {
     pub bytes_per_day: u64,
     pub max_wantlist_entries: usize,
     pub max_inbound_streams: usize,
+    /// Response bytes queued for the peer and not yet written; past it new
+    /// blocks are refused (the peer reads too slowly).
+    pub max_inflight_bytes: u64,
     pub action: Action,
     /// Over budget continuously for this long escalates to disconnect;
     /// `None` never escalates.
@@ -123,6 +126,7 @@ struct RawTier {
     bytes_per_day: u64,
     max_wantlist_entries: usize,
     max_inbound_streams: usize,
+    max_inflight_bytes: u64,
     policy: String,
     escalate_after: String,
     cooldown: String,
@@ -235,6 +239,10 @@ impl RawPolicy {
                     t.max_wantlist_entries,
                 )?,
                 max_inbound_streams: positive(&key("max_inbound_streams"), t.max_inbound_streams)?,
+                max_inflight_bytes: positive(
+                    &key("max_inflight_bytes"),
+                    t.max_inflight_bytes as usize,
+                )? as u64,
                 action,
                 escalate_after: (!escalate.is_zero()).then_some(escalate),
                 cooldown: duration(&key("cooldown"), &t.cooldown)?,
