@@ -10,7 +10,7 @@ use std::{path::Path, time::Duration};
 use bytes::Bytes;
 use cid::Cid;
 use common::*;
-use futures::AsyncReadExt;
+use futures::{AsyncReadExt, AsyncWriteExt};
 use sidecar::{
     bitswap::{Presence, Protocol, Request, WantEntry, WantKind, encode_request},
     car::cid_v1_sha256,
@@ -315,4 +315,71 @@ async fn a_peer_that_does_not_read_gets_no_more_queued() {
     // Others are served meanwhile.
     assert_eq!(ask_once(d, &f.blocks[99].0).await, Some(true));
     drop(held);
+}
+
+/// Whether a peer that connected can still get a block: `false` when the
+/// server refused or closed its connection.
+async fn served_on(client: &RawClient, replies: &mut Replies, d: &Daemon, cid: &Cid) -> bool {
+    let opened = tokio::time::timeout(
+        WAIT,
+        client.control.clone().open_stream(
+            d.peer_id,
+            libp2p::StreamProtocol::new(Protocol::V120.as_str()),
+        ),
+    )
+    .await;
+    let Ok(Ok(mut s)) = opened else { return false };
+    if s.write_all(&request(vec![want(cid, WantKind::Block)]))
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    let got = replies
+        .collect(Duration::from_secs(3), |rs| {
+            rs.iter().any(|r| !r.blocks.is_empty())
+        })
+        .await;
+    got.iter().any(|r| !r.blocks.is_empty())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_and_disconnected_peers_are_refused_at_connection() {
+    let denied = libp2p::identity::Keypair::generate_ed25519();
+    let abuser = libp2p::identity::Keypair::generate_ed25519();
+    let denied_id = denied.public().to_peer_id().to_string();
+    // Two blocks a day, then disconnect and ten minutes of refusal.
+    let f = serve(4, |t| {
+        t.insert("deny".into(), toml::Value::Array(vec![denied_id.into()]));
+        set(t, &["tiers", "default", "blocks_per_day"], 2);
+        set(t, &["tiers", "default", "policy"], "disconnect");
+    });
+    let d = &f.daemon;
+
+    let client = RawClient::connect_as(denied, &d.tcp_addr).await;
+    let mut replies = client.accept(Protocol::V120.as_str());
+    assert!(
+        !served_on(&client, &mut replies, d, &f.blocks[0].0).await,
+        "a denied peer was served"
+    );
+
+    let client = RawClient::connect_as(abuser.clone(), &d.tcp_addr).await;
+    let mut replies = client.accept(Protocol::V120.as_str());
+    assert!(served_on(&client, &mut replies, d, &f.blocks[0].0).await);
+    assert!(served_on(&client, &mut replies, d, &f.blocks[1].0).await);
+    // The third block is over budget: the connection is closed...
+    assert!(!served_on(&client, &mut replies, d, &f.blocks[2].0).await);
+    wait_until(|| {
+        d.metric("sidecar_quota_throttled_wants_total{tier=\"default\",action=\"disconnect\",reason=\"day_blocks\"}") >= 1.0
+    })
+    .await;
+    // ...and a new one from the same peer is refused during the cool-down.
+    let again = RawClient::connect_as(abuser, &d.tcp_addr).await;
+    let mut replies = again.accept(Protocol::V120.as_str());
+    assert!(
+        !served_on(&again, &mut replies, d, &f.blocks[3].0).await,
+        "served during the cool-down"
+    );
+    // Another peer is not affected.
+    assert_eq!(ask_once(d, &f.blocks[3].0).await, Some(true));
 }

@@ -196,7 +196,12 @@ impl Drop for RawClient {
 
 impl RawClient {
     pub async fn connect(addr: &Multiaddr) -> RawClient {
-        let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        Self::connect_as(libp2p::identity::Keypair::generate_ed25519(), addr).await
+    }
+
+    /// [`RawClient::connect`] with a given identity.
+    pub async fn connect_as(key: libp2p::identity::Keypair, addr: &Multiaddr) -> RawClient {
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
             .with_tokio()
             .with_tcp(
                 tcp::Config::default(),
