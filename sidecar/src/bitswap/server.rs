@@ -69,6 +69,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     work: Notify,
     peers: Mutex<HashMap<PeerId, PeerState>>,
+    /// Origin of the writers' progress clock.
+    started: std::time::Instant,
 }
 
 /// What the server remembers about a connected peer besides its ledger.
@@ -78,30 +80,72 @@ struct PeerState {
     protocol: Option<Protocol>,
     inbound_streams: usize,
     writer: Option<mpsc::Sender<Queued>>,
-    /// Bytes queued on the writer and not yet written.
-    inflight: Arc<AtomicU64>,
+    backlog: Arc<Backlog>,
 }
 
-/// A frame on its way to the writer; its bytes count as in flight until it
+/// A peer's writer backlog: bytes queued and not yet written, and when the
+/// writer last got a chunk out. A backlog only counts against the peer
+/// (quota `max_inflight_bytes`) while the writer is stalled, so a fast
+/// reader with a full queue is never mistaken for a slow one.
+#[derive(Default)]
+struct Backlog {
+    bytes: AtomicU64,
+    /// Milliseconds since the server started, at the last progress.
+    progress_ms: AtomicU64,
+}
+
+/// No chunk written for this long, with bytes queued: the peer is stalling.
+const STALL_MS: u64 = 2_000;
+
+/// How often a worker waiting for room in a peer's queue re-checks whether
+/// the peer has stalled.
+const QUEUE_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The writer reports progress after every chunk of this size.
+const PROGRESS_CHUNK: usize = 64 * 1024;
+
+impl Backlog {
+    /// Bytes that count against the peer now: the backlog if the writer is
+    /// stalled, else 0.
+    fn stalled_bytes(&self, now_ms: u64) -> u64 {
+        let bytes = self.bytes.load(Ordering::Relaxed);
+        let since = now_ms.saturating_sub(self.progress_ms.load(Ordering::Relaxed));
+        if bytes > 0 && since >= STALL_MS {
+            bytes
+        } else {
+            0
+        }
+    }
+}
+
+/// A frame on its way to the writer; its bytes stay in the backlog until it
 /// is written or dropped.
 struct Queued {
     frame: OutFrame,
-    inflight: Arc<AtomicU64>,
+    backlog: Arc<Backlog>,
 }
 
 impl Queued {
-    fn new(frame: OutFrame, inflight: &Arc<AtomicU64>) -> Self {
-        inflight.fetch_add(frame.len() as u64, Ordering::Relaxed);
+    fn new(frame: OutFrame, backlog: &Arc<Backlog>, now_ms: u64) -> Self {
+        if backlog
+            .bytes
+            .fetch_add(frame.len() as u64, Ordering::Relaxed)
+            == 0
+        {
+            // An idle writer has not stalled: its clock starts now.
+            backlog.progress_ms.store(now_ms, Ordering::Relaxed);
+        }
         Self {
             frame,
-            inflight: inflight.clone(),
+            backlog: backlog.clone(),
         }
     }
 }
 
 impl Drop for Queued {
     fn drop(&mut self) {
-        self.inflight
+        self.backlog
+            .bytes
             .fetch_sub(self.frame.len() as u64, Ordering::Relaxed);
     }
 }
@@ -128,6 +172,7 @@ impl BitswapServer {
                 metrics,
                 work: Notify::new(),
                 peers: Mutex::new(HashMap::new()),
+                started: std::time::Instant::now(),
             }),
         }
     }
@@ -364,9 +409,10 @@ impl BitswapServer {
     /// Quota check, block reads, response building and hand-off for one batch.
     async fn serve_batch(&self, batch: Batch, control: &libp2p_stream::Control) {
         let peer = batch.peer;
+        let now_ms = self.inner.started.elapsed().as_millis() as u64;
         let (protocol, inflight) = lock(&self.inner.peers)
             .get(&peer)
-            .map(|s| (s.protocol, s.inflight.load(Ordering::Relaxed)))
+            .map(|s| (s.protocol, s.backlog.stalled_bytes(now_ms)))
             .unwrap_or((None, 0));
         let protocol = protocol.unwrap_or(Protocol::V120);
         let slow_reader = self.inner.quota.check_inflight(&peer, inflight);
@@ -511,10 +557,10 @@ impl BitswapServer {
         frames: Vec<OutFrame>,
         control: &libp2p_stream::Control,
     ) -> bool {
-        let (sender, inflight) = {
+        let (sender, backlog) = {
             let mut peers = lock(&self.inner.peers);
             let state = peers.entry(peer).or_default();
-            let inflight = state.inflight.clone();
+            let backlog = state.backlog.clone();
             let sender = match &state.writer {
                 Some(tx) if !tx.is_closed() => tx.clone(),
                 _ => {
@@ -526,23 +572,44 @@ impl BitswapServer {
                         rx,
                         control.clone(),
                         self.inner.config.send_timeout,
+                        (backlog.clone(), self.inner.started),
                     ));
                     tx
                 }
             };
-            (sender, inflight)
+            (sender, backlog)
         };
+        let deadline = tokio::time::Instant::now() + self.inner.config.send_timeout;
         for frame in frames {
-            let queued = Queued::new(frame, &inflight);
-            match tokio::time::timeout(self.inner.config.send_timeout, sender.send(queued)).await {
-                Ok(Ok(())) => {}
-                _ => {
-                    tracing::debug!(%peer, "peer writer stuck or gone; dropping response");
-                    if let Some(state) = lock(&self.inner.peers).get_mut(&peer) {
-                        state.writer = None;
+            let now_ms = self.inner.started.elapsed().as_millis() as u64;
+            let queued = Queued::new(frame, &backlog, now_ms);
+            // Wait for room in the peer's queue, but not on a peer that has
+            // stopped reading: the quota gate is asked while waiting, so a
+            // stalled peer frees this worker within STALL_MS + QUEUE_POLL.
+            let sent = loop {
+                match tokio::time::timeout(QUEUE_POLL, sender.reserve()).await {
+                    Ok(Ok(permit)) => {
+                        permit.send(queued);
+                        break true;
                     }
-                    return false;
+                    Ok(Err(_)) => break false,
+                    Err(_) => {
+                        let now_ms = self.inner.started.elapsed().as_millis() as u64;
+                        let stalled = backlog.stalled_bytes(now_ms);
+                        if tokio::time::Instant::now() >= deadline
+                            || self.inner.quota.check_inflight(&peer, stalled).is_some()
+                        {
+                            break false;
+                        }
+                    }
                 }
+            };
+            if !sent {
+                tracing::debug!(%peer, "peer writer stalled or gone; dropping response");
+                if let Some(state) = lock(&self.inner.peers).get_mut(&peer) {
+                    state.writer = None;
+                }
+                return false;
             }
         }
         true
@@ -558,6 +625,7 @@ async fn writer(
     mut rx: mpsc::Receiver<Queued>,
     mut control: libp2p_stream::Control,
     timeout: std::time::Duration,
+    (backlog, started): (Arc<Backlog>, std::time::Instant),
 ) {
     let mut stream: Option<Stream> = None;
     while let Some(queued) = rx.recv().await {
@@ -586,7 +654,12 @@ async fn writer(
             let Some(s) = stream.as_mut() else { return };
             let write = async {
                 for part in frame.parts() {
-                    s.write_all(part).await?;
+                    for chunk in part.chunks(PROGRESS_CHUNK) {
+                        s.write_all(chunk).await?;
+                        backlog
+                            .progress_ms
+                            .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                    }
                 }
                 s.flush().await
             };
@@ -605,5 +678,32 @@ async fn writer(
     }
     if let Some(mut s) = stream {
         let _ = s.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backlog_counts_only_while_the_writer_is_stalled() {
+        let backlog = Arc::new(Backlog::default());
+        let frame = ResponseBuilder::new(Protocol::V120);
+        let mut frame = frame;
+        let cid = cid::Cid::new_v1(0x55, cid::multihash::Multihash::wrap(0, b"x").unwrap());
+        frame.add_block(&cid, Bytes::from_static(b"x")).unwrap();
+        let frame = frame.finish_parts().remove(0);
+        let len = frame.len() as u64;
+
+        // Queued at t = 10 s on an idle writer: not stalled until 12 s.
+        let queued = Queued::new(frame, &backlog, 10_000);
+        assert_eq!(backlog.stalled_bytes(11_999), 0);
+        assert_eq!(backlog.stalled_bytes(12_000), len);
+        // Progress resets the clock.
+        backlog.progress_ms.store(12_500, Ordering::Relaxed);
+        assert_eq!(backlog.stalled_bytes(13_000), 0);
+        // Written (dropped): nothing left to count.
+        drop(queued);
+        assert_eq!(backlog.stalled_bytes(60_000), 0);
     }
 }
