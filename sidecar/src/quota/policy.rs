@@ -365,7 +365,7 @@ mod tests {
                 "tiers.default.escalate_after",
             ),
             (
-                DEFAULT_POLICY.replacen("blocks_burst = 4000", "blocks_burst = 0", 1),
+                DEFAULT_POLICY.replacen("blocks_per_second = 0", "blocks_per_second = 10", 1),
                 "tiers.default.blocks_burst",
             ),
             (with("allow = [1]"), "(document)"),
