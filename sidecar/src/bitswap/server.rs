@@ -101,8 +101,9 @@ const STALL_MS: u64 = 2_000;
 /// the peer has stalled.
 const QUEUE_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// The writer reports progress after every chunk of this size.
-const PROGRESS_CHUNK: usize = 64 * 1024;
+/// The writer reports progress after every chunk of this size (the size of
+/// a yamux data frame, so chunking costs no extra frames).
+const PROGRESS_CHUNK: usize = crate::p2p::MAX_DATA_FRAME;
 
 impl Backlog {
     /// Bytes that count against the peer now: the backlog if the writer is

@@ -31,6 +31,9 @@ use crate::{config::P2pConfig, metrics::Metrics};
 mod gatekeeper;
 mod mux;
 
+/// Largest yamux data frame the host sends.
+pub const MAX_DATA_FRAME: usize = mux::SPLIT_SEND_SIZE;
+
 pub use gatekeeper::{ConnectionPolicy, OpenDoor, ip_of};
 
 /// The identify protocol version string Kubo and Helia send.
