@@ -64,6 +64,8 @@ pub struct AbusivePeer {
     pub stream_open_errors: u64,
     /// Writes that failed: the server reset or closed the stream.
     pub write_errors: u64,
+    /// Streams: held streams the server closed or reset.
+    pub streams_closed_by_server: u64,
     pub blocks_received: u64,
     pub bytes_received: u64,
     pub haves_received: u64,
