@@ -38,8 +38,9 @@ pub struct HonestPeer {
     pub dont_haves: u64,
     /// Wants with no answer within the want timeout (given up, cancelled).
     pub timeouts: u64,
-    /// Want streams reopened after a write failed (the server reset the
-    /// stream, e.g. because it could not accept it fast enough).
+    /// Want streams reopened because the server reset one (seen on a
+    /// write or by reading the reset), e.g. because it could not accept
+    /// the stream fast enough; each reopen resends every outstanding want.
     pub stream_reopens: u64,
     /// Blocks whose recomputed CID was not one this peer had asked for
     /// (bad data, or a duplicate).
