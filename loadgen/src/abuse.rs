@@ -10,7 +10,7 @@
 //!   (the first one `full`), back to back.
 //! - [`Mode::Streams`]: `streams` tasks open streams as fast as the
 //!   server lets them, send one want on each and hold up to `max_streams`
-//!   of them open.
+//!   of them open; streams the server resets are dropped and replaced.
 //!
 //! CIDs are absent from the server (random digests) unless `present` is
 //! set, in which case they are drawn from the CAR (a greedy downloader).
@@ -19,13 +19,14 @@
 use std::{
     collections::VecDeque,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicU64, Ordering::Relaxed},
     },
     time::Duration,
 };
 
 use cid::Cid;
+use futures::FutureExt;
 use libp2p::{PeerId, Stream};
 use sidecar::bitswap::{MAX_MESSAGE_SIZE, Presence};
 use tokio::sync::mpsc;
@@ -86,6 +87,7 @@ struct Counters {
     opened: AtomicU64,
     open_errors: AtomicU64,
     write_errors: AtomicU64,
+    closed_by_server: AtomicU64,
     blocks: AtomicU64,
     bytes: AtomicU64,
     haves: AtomicU64,
@@ -156,7 +158,6 @@ pub async fn run(
     let reader = client::spawn_reply_reader(incoming, reply_tx);
     let counter = tokio::spawn(count_replies(shared.clone(), reply_rx, cancel_tx));
     let cancel_rx = Arc::new(tokio::sync::Mutex::new(cancel_rx));
-    let held = Arc::new(Mutex::new(VecDeque::new()));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..config.streams.max(1) {
         let s = shared.clone();
@@ -164,7 +165,7 @@ pub async fn run(
         match config.mode {
             Mode::Flood => tasks.spawn(flood(s, rng, cancel_rx.clone())),
             Mode::Wantlist => tasks.spawn(wantlist(s, rng)),
-            Mode::Streams => tasks.spawn(open_streams(s, rng, held.clone())),
+            Mode::Streams => tasks.spawn(open_streams(s, rng)),
         };
     }
     tokio::select! {
@@ -174,7 +175,6 @@ pub async fn run(
     tasks.shutdown().await;
     reader.abort();
     counter.abort();
-    held.lock().unwrap_or_else(|p| p.into_inner()).clear();
     let c = &shared.counters;
     report.mode = format!("{:?}", config.mode).to_lowercase();
     report.messages_sent = c.messages.load(Relaxed);
@@ -183,6 +183,7 @@ pub async fn run(
     report.streams_opened = c.opened.load(Relaxed);
     report.stream_open_errors = c.open_errors.load(Relaxed);
     report.write_errors = c.write_errors.load(Relaxed);
+    report.streams_closed_by_server = c.closed_by_server.load(Relaxed);
     report.blocks_received = c.blocks.load(Relaxed);
     report.bytes_received = c.bytes.load(Relaxed);
     report.haves_received = c.haves.load(Relaxed);
@@ -302,8 +303,19 @@ async fn wantlist(shared: Arc<Shared>, mut rng: Rng) {
     }
 }
 
-async fn open_streams(shared: Arc<Shared>, mut rng: Rng, held: Arc<Mutex<VecDeque<Stream>>>) {
+async fn open_streams(shared: Arc<Shared>, mut rng: Rng) {
+    // This task's share of the streams held open; the server's resets are
+    // noticed and those streams dropped, so the slots (and yamux's
+    // per-connection stream budget) go to new opens.
+    let cap = (shared.config.max_streams / shared.config.streams.max(1)).max(1);
+    let mut held: VecDeque<Stream> = VecDeque::with_capacity(cap);
     while !shared.stopped() {
+        let before = held.len();
+        held.retain_mut(|s| !closed_now(s));
+        shared
+            .counters
+            .closed_by_server
+            .fetch_add((before - held.len()) as u64, Relaxed);
         let mut current = None;
         if stream(&shared, &mut current).await.is_none() {
             return;
@@ -314,11 +326,20 @@ async fn open_streams(shared: Arc<Shared>, mut rng: Rng, held: Arc<Mutex<VecDequ
             && let Some(s) = current
         {
             shared.counters.wants.fetch_add(1, Relaxed);
-            let mut held = held.lock().unwrap_or_else(|p| p.into_inner());
             held.push_back(s);
-            while held.len() > shared.config.max_streams {
+            while held.len() > cap {
                 held.pop_front();
             }
         }
+    }
+}
+
+/// Whether the server has already closed or reset `stream` (without
+/// waiting: a stream with nothing to read yet is open).
+fn closed_now(stream: &mut Stream) -> bool {
+    let mut buf = [0u8; 64];
+    match futures::AsyncReadExt::read(stream, &mut buf).now_or_never() {
+        Some(Ok(0)) | Some(Err(_)) => true,
+        Some(Ok(_)) | None => false,
     }
 }

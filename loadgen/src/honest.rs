@@ -5,6 +5,8 @@
 //! Its loop, one message at a time: top the wantlist up to `window`
 //! (distinct CIDs, with sendDontHave, plus cancels for wants it gave up
 //! on), send, then wait for a reply, a want timeout or the stop signal.
+//! A want stream the server resets is reopened and every outstanding
+//! want sent again (a reset can follow a write that seemed to succeed).
 //! A DONT_HAVE cancels the want (the server keeps DONT_HAVE'd wants, as
 //! boxo does, and they would count against the wantlist cap) and a new
 //! block is asked for instead. Never panics on what the server sends.
@@ -145,6 +147,13 @@ async fn fetch(
                 Some(Err(e)) => return Err(e),
                 None => return Err("reply streams ended".into()),
             },
+            // A write that succeeded may still be lost: the server can reset
+            // the stream after the bytes left (the sidecar does when it cannot
+            // accept the stream in time). Notice the reset, not the next write.
+            () = reset_by_server(&mut out) => {
+                let e = "the server reset the want stream".to_string();
+                out = reopen(node, server, &outstanding, e, report).await?;
+            }
             _ = tick.tick() => {
                 let now = Instant::now();
                 outstanding.retain(|cid, sent| {
@@ -191,6 +200,17 @@ async fn reopen(
         tokio::time::sleep(REOPEN_PAUSE).await;
     }
     Err(error)
+}
+
+/// Completes once the server has closed or reset `stream` (it never
+/// writes on a want stream, so any read result but data means that).
+async fn reset_by_server(stream: &mut libp2p::Stream) {
+    let mut buf = [0u8; 64];
+    while let Ok(n) = futures::AsyncReadExt::read(stream, &mut buf).await {
+        if n == 0 {
+            return;
+        }
+    }
 }
 
 /// Applies one reply: verified blocks are counted (inside the window),

@@ -38,8 +38,9 @@ pub struct HonestPeer {
     pub dont_haves: u64,
     /// Wants with no answer within the want timeout (given up, cancelled).
     pub timeouts: u64,
-    /// Want streams reopened after a write failed (the server reset the
-    /// stream, e.g. because it could not accept it fast enough).
+    /// Want streams reopened because the server reset one (seen on a
+    /// write or by reading the reset), e.g. because it could not accept
+    /// the stream fast enough; each reopen resends every outstanding want.
     pub stream_reopens: u64,
     /// Blocks whose recomputed CID was not one this peer had asked for
     /// (bad data, or a duplicate).
@@ -64,6 +65,8 @@ pub struct AbusivePeer {
     pub stream_open_errors: u64,
     /// Writes that failed: the server reset or closed the stream.
     pub write_errors: u64,
+    /// Streams: held streams the server closed or reset.
+    pub streams_closed_by_server: u64,
     pub blocks_received: u64,
     pub bytes_received: u64,
     pub haves_received: u64,
