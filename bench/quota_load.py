@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
 import signal
@@ -184,9 +185,37 @@ class Trial:
         return (self.rss_peak_kib - self.rss_idle_kib) / max(1, self.connected_peers)
 
 
+# Rates the benchmark puts on every peer (the built-in policy has none): the
+# examples the policy file's comments give.
+TIER_RATES = {"blocks_per_second": 2000, "blocks_burst": 4000,
+              "bytes_per_second": 64 << 20, "bytes_burst": 128 << 20}
+PREFIX_RATES = {"blocks_per_second": 20000, "blocks_burst": 40000,
+                "bytes_per_second": 256 << 20, "bytes_burst": 512 << 20}
+
+
+def set_in_section(text: str, section: str, values: dict[str, int]) -> str:
+    """Sets `key = value` lines inside `[section]` of a TOML text."""
+    head = f"\n[{section}]\n"
+    start = text.find(head)
+    if start < 0:
+        raise BenchError(f"the default policy has no [{section}] section")
+    start += len(head)
+    end = text.find("\n[", start)
+    end = len(text) if end < 0 else end
+    body = text[start:end]
+    for key, value in values.items():
+        body, n = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", body, count=1)
+        if n != 1:
+            raise BenchError(f"the default policy has no `{key}` in [{section}]")
+    return text[:start] + body + text[end:]
+
+
 def policy_text(sidecar: Sidecar, allow: list[str]) -> str:
-    """The default policy (`sidecar quota init --stdout`), with `allow` filled in."""
+    """The default policy (`sidecar quota init --stdout`) with the benchmark's
+    rates on the default tier and the prefix, and `allow` filled in."""
     text = sidecar.cli("quota", "init", "--stdout", timeout=30)
+    text = set_in_section(text, "tiers.default", TIER_RATES)
+    text = set_in_section(text, "prefix", PREFIX_RATES)
     if allow:
         listed = ", ".join(f'"{p}"' for p in allow)
         if "\nallow = []\n" not in text:

@@ -60,6 +60,9 @@ pub struct Metrics {
     pub bitswap_haves_sent: Counter,
     /// DONT_HAVE presences sent.
     pub bitswap_dont_haves_sent: Counter,
+    /// Milliseconds inbound streams were left unread because their peer
+    /// kept sending wants past its wantlist cap.
+    pub bitswap_ingest_paused_ms: Counter,
     /// Wants throttled by the quota gate, by tier, action and reason.
     pub quota_throttled: Family<ThrottleLabel, Counter>,
     /// Peers whose quota counters are held in memory.
@@ -114,6 +117,11 @@ impl Metrics {
                 reg,
                 "bitswap_dont_haves_sent",
                 "DONT_HAVE presences sent",
+            ),
+            bitswap_ingest_paused_ms: metric(
+                reg,
+                "bitswap_ingest_paused_ms",
+                "Milliseconds inbound streams were left unread because their peer sent wants past its wantlist cap",
             ),
             quota_throttled: metric(
                 reg,

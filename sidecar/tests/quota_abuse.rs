@@ -195,6 +195,11 @@ async fn abusive_peers_are_capped_and_honest_peers_still_served() {
     let full = "sidecar_bitswap_rejected_total{reason=\"wantlist_full\"}";
     wait_until(|| d.metric(full) >= (100_000 - 1024) as f64).await;
     assert_eq!(d.metric(full), (100_000 - 1024) as f64);
+    // The refused entries were never looked up, and each paid 20 µs of
+    // silence on the hoarder's streams: ≈ 0.5 s after each of the first
+    // three messages (the fourth one's pause is due before its next read).
+    let paused = d.metric("sidecar_bitswap_ingest_paused_ms_total");
+    assert!(paused >= 1000.0, "streams paused for only {paused} ms");
 
     // 2. A thousand streams from one peer: past the cap they are reset.
     let streamer = RawClient::connect(&d.tcp_addr).await;

@@ -270,6 +270,29 @@ impl Engine {
         }
     }
 
+    /// Removes from `request` the wants that `peer`'s wantlist, capped at
+    /// `max_wantlist_entries` (or the engine's cap, if lower), has no room
+    /// for, and counts them as ignored. Call before looking up block sizes,
+    /// so that a peer flooding past its cap costs no index lookups. Returns
+    /// the number removed.
+    pub fn trim_over_cap(
+        &mut self,
+        peer: &PeerId,
+        request: &mut Request,
+        max_wantlist_entries: usize,
+    ) -> u64 {
+        let cap = max_wantlist_entries.min(self.ledger_config.max_wantlist_entries);
+        let (blocks, haves) = match self.peers.get(peer) {
+            Some(state) => state.ledger.trim_over_cap(request, cap),
+            None => Ledger::new(self.ledger_config).trim_over_cap(request, cap),
+        };
+        let c = &mut self.counters;
+        c.wants_block += blocks;
+        c.wants_have += haves;
+        c.ignored_wantlist_full += blocks + haves;
+        blocks + haves
+    }
+
     /// Queues answers for wants of blocks that just became available
     /// (multihash → size), for every peer. Returns the tasks queued. Cost:
     /// one lookup per wantlist entry of every peer; call it once per batch

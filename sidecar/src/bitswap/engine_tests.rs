@@ -289,6 +289,51 @@ fn rejects_and_cap_overflow_are_counted() {
 }
 
 #[test]
+fn trimming_over_cap_wants_before_lookup_matches_what_receive_would_ignore() {
+    let a = peer(1);
+    let capped = || {
+        Engine::new(EngineConfig {
+            max_wantlist_entries: 10,
+            ..EngineConfig::default()
+        })
+    };
+    // Six wanted already; the next message repeats two of them, adds eight.
+    let first = wants(0..6, WantKind::Have, false);
+    let mut second = wants(4..14, WantKind::Block, false);
+    second.wants.push(second.wants[9].clone()); // a duplicate past the cap
+    second.cancels.push(cid(0)); // applied after the wants: frees nothing
+
+    let mut untrimmed = capped();
+    untrimmed.receive(a, &first, &[None; 6]);
+    let plain = untrimmed.receive_capped(a, &second, &[Some(1); 11], 8);
+
+    let mut trimmed = capped();
+    trimmed.receive(a, &first, &[None; 6]);
+    let mut cut = second.clone();
+    assert_eq!(trimmed.trim_over_cap(&a, &mut cut, 8), plain.over_cap);
+    assert_eq!(
+        plain.over_cap, 7,
+        "cap 8: room for 2 new CIDs; 6 more and the duplicate left out"
+    );
+    let kept: Vec<Cid> = cut.wants.iter().map(|w| w.cid).collect();
+    assert_eq!(kept, [cid(4), cid(5), cid(6), cid(7)]);
+    let rest = trimmed.receive_capped(a, &cut, &[Some(1); 4], 8);
+    assert_eq!(rest.over_cap, 0);
+    assert_eq!(rest.queued, plain.queued);
+    assert_eq!(trimmed.wantlist_len(&a), untrimmed.wantlist_len(&a));
+    assert_eq!(trimmed.counters(), untrimmed.counters());
+
+    // A full wantlist replaces the old one: room is the whole cap.
+    let mut full = wants(100..120, WantKind::Have, false);
+    full.full = true;
+    assert_eq!(trimmed.trim_over_cap(&a, &mut full, 8), 12);
+    assert_eq!(full.wants.len(), 8);
+    // A peer the engine has never seen gets the cap too.
+    let mut fresh = wants(0..3, WantKind::Have, false);
+    assert_eq!(trimmed.trim_over_cap(&peer(9), &mut fresh, 2), 1);
+}
+
+#[test]
 fn blocks_that_appear_later_are_served() {
     let (a, b) = (peer(1), peer(2));
     let mut e = Engine::new(EngineConfig::default());

@@ -228,6 +228,42 @@ impl Ledger {
         stats
     }
 
+    /// Removes from `request` the wants [`Ledger::receive`] would ignore
+    /// because the wantlist (capped at `cap`) is full, so that the glue does
+    /// not look up blocks it will never answer for. Returns how many block
+    /// and have wants it removed. Run on the state just before `receive`;
+    /// if another message changes the wantlist in between, `receive` still
+    /// enforces the cap itself.
+    pub fn trim_over_cap(&self, request: &mut Request, cap: usize) -> (u64, u64) {
+        let mut len = if request.full {
+            let listed: HashSet<&Cid> = request.wants.iter().map(|w| &w.cid).collect();
+            listed.iter().filter(|c| self.wants.contains_key(c)).count()
+        } else {
+            self.wants.len()
+        };
+        if len + request.wants.len() <= cap {
+            return (0, 0); // the common case: everything fits
+        }
+        let mut added: HashSet<Cid> = HashSet::new();
+        let (mut blocks, mut haves) = (0, 0);
+        request.wants.retain(|w| {
+            if self.wants.contains_key(&w.cid) || added.contains(&w.cid) {
+                return true;
+            }
+            if len < cap {
+                len += 1;
+                added.insert(w.cid);
+                return true;
+            }
+            match w.kind {
+                WantKind::Block => blocks += 1,
+                WantKind::Have => haves += 1,
+            }
+            false
+        });
+        (blocks, haves)
+    }
+
     /// Queues tasks for wanted blocks that became available (e.g. a CAR was
     /// just indexed): `sizes` maps multihash → block size. Returns the number
     /// of tasks queued. Cost: one map lookup per wantlist entry.

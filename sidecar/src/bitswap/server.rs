@@ -10,7 +10,9 @@
 //! opened (Bitswap replies never go back on the inbound stream).
 //!
 //! Bounds: inbound streams per peer (`max_inbound_streams_per_peer`; more are
-//! reset), one batch in flight per peer (the engine's rule), a writer queue
+//! reset), wants past a peer's wantlist cap dropped before any lookup and
+//! paid for by leaving the peer's streams unread for a while
+//! ([`REFUSED_WANT_PAUSE_US`] each), one batch in flight per peer (the engine's rule), a writer queue
 //! of [`WRITER_QUEUE`] responses per peer, and a write timeout
 //! (`send_timeout`) after which the outbound stream is dropped. A malformed
 //! frame closes that stream only; other peers never notice.
@@ -81,6 +83,9 @@ struct PeerState {
     inbound_streams: usize,
     writer: Option<mpsc::Sender<Queued>>,
     backlog: Arc<Backlog>,
+    /// Microseconds since the server started before which the peer's
+    /// inbound streams are not read (see [`REFUSED_WANT_PAUSE_US`]).
+    ingest_after: Arc<AtomicU64>,
 }
 
 /// A peer's writer backlog: bytes queued and not yet written, and when the
@@ -93,6 +98,14 @@ struct Backlog {
     /// Milliseconds since the server started, at the last progress.
     progress_ms: AtomicU64,
 }
+
+/// How long a peer's inbound streams stay unread for each want it sent past
+/// its wantlist cap. A want past the cap is never answered, so an honest
+/// client (which stays under the cap) never pays; a flooder is held to
+/// 1 / 20 µs = 50,000 refused wants per second on all its streams together,
+/// instead of the millions its streams could carry, and the rest wait in
+/// its own flow-control windows.
+const REFUSED_WANT_PAUSE_US: u64 = 20;
 
 /// No chunk written for this long, with bytes queued: the peer is stalling.
 const STALL_MS: u64 = 2_000;
@@ -232,7 +245,7 @@ impl BitswapServer {
         let label = ProtocolLabel {
             protocol: protocol.as_str(),
         };
-        {
+        let ingest_after = {
             let mut peers = lock(&self.inner.peers);
             let state = peers.entry(peer).or_default();
             let cap = match self.inner.quota.limits(&peer) {
@@ -249,7 +262,8 @@ impl BitswapServer {
             }
             state.inbound_streams += 1;
             state.protocol = Some(protocol);
-        }
+            state.ingest_after.clone()
+        };
         self.inner
             .metrics
             .bitswap_streams
@@ -260,7 +274,7 @@ impl BitswapServer {
         tokio::spawn(async move {
             tokio::select! {
                 _ = stop.cancelled() => {}
-                result = server.read_stream(peer, protocol, stream) => {
+                result = server.read_stream(peer, protocol, stream, &ingest_after) => {
                     if let Err(reason) = result {
                         tracing::debug!(%peer, %protocol, reason, "closing bitswap stream");
                     }
@@ -286,6 +300,7 @@ impl BitswapServer {
         peer: PeerId,
         protocol: Protocol,
         mut stream: Stream,
+        ingest_after: &AtomicU64,
     ) -> Result<(), &'static str> {
         let mut decoder = FrameDecoder::new();
         let mut buf = vec![0u8; READ_CHUNK];
@@ -300,7 +315,11 @@ impl BitswapServer {
             let mut input = &buf[..n];
             loop {
                 match decoder.decode(&mut input) {
-                    Ok(Some(frame)) => self.handle_message(peer, protocol, &frame).await?,
+                    Ok(Some(frame)) => {
+                        self.pause_ingest(ingest_after).await;
+                        let refused = self.handle_message(peer, protocol, &frame).await?;
+                        self.charge_ingest(peer, ingest_after, refused);
+                    }
                     Ok(None) => break,
                     Err(_) => {
                         self.reject("bad_frame");
@@ -311,19 +330,57 @@ impl BitswapServer {
         }
     }
 
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.inner.started.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Waits until the peer's inbound streams may be read again.
+    async fn pause_ingest(&self, ingest_after: &AtomicU64) {
+        let wait = ingest_after
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.now_us());
+        if wait > 0 {
+            tokio::time::sleep(std::time::Duration::from_micros(wait)).await;
+            self.inner
+                .metrics
+                .bitswap_ingest_paused_ms
+                .inc_by(wait / 1000);
+        }
+    }
+
+    /// Pushes back the time the peer's streams are next read by
+    /// [`REFUSED_WANT_PAUSE_US`] per want it sent past its cap.
+    fn charge_ingest(&self, peer: PeerId, ingest_after: &AtomicU64, refused: u64) {
+        if refused == 0 {
+            return;
+        }
+        let pause = refused.saturating_mul(REFUSED_WANT_PAUSE_US);
+        let now = self.now_us();
+        let before = ingest_after
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |after| {
+                Some(after.max(now).saturating_add(pause))
+            })
+            .unwrap_or_else(|after| after);
+        if before <= now {
+            tracing::debug!(%peer, refused, pause_us = pause, "wants past the wantlist cap; pausing the peer's streams");
+        }
+    }
+
+    /// Applies one inbound message; returns how many of its wants were
+    /// refused because the peer's wantlist was full.
     async fn handle_message(
         &self,
         peer: PeerId,
         protocol: Protocol,
         frame: &[u8],
-    ) -> Result<(), &'static str> {
+    ) -> Result<u64, &'static str> {
         let m = &self.inner.metrics;
         m.bitswap_messages_received
             .get_or_create(&ProtocolLabel {
                 protocol: protocol.as_str(),
             })
             .inc();
-        let request = decode_request(frame, self.inner.config.max_cid_bytes).map_err(|_| {
+        let mut request = decode_request(frame, self.inner.config.max_cid_bytes).map_err(|_| {
             self.reject("malformed_message");
             "malformed message"
         })?;
@@ -351,6 +408,12 @@ impl BitswapServer {
             .get_or_create(&KindLabel { kind: "cancel" })
             .inc_by(request.cancels.len() as u64);
 
+        let cap = self
+            .inner
+            .quota
+            .limits(&peer)
+            .map_or(usize::MAX, |l| l.max_wantlist_entries);
+        let trimmed = lock(&self.inner.engine).trim_over_cap(&peer, &mut request, cap);
         let hashes = request.want_hashes();
         let sizes = if hashes.is_empty() {
             Vec::new()
@@ -362,28 +425,24 @@ impl BitswapServer {
                     // An index failure must not look like "not held" to a peer
                     // that would then prune us; drop the message instead.
                     tracing::warn!(%peer, error = %e, "block index lookup failed");
-                    return Ok(());
+                    return Ok(trimmed);
                 }
                 Err(_) => return Err("lookup task failed"),
             }
         };
-        let cap = self
-            .inner
-            .quota
-            .limits(&peer)
-            .map_or(usize::MAX, |l| l.max_wantlist_entries);
         let received = lock(&self.inner.engine).receive_capped(peer, &request, &sizes, cap);
-        if received.over_cap > 0 {
+        let refused = trimmed + received.over_cap;
+        if refused > 0 {
             m.bitswap_rejected
                 .get_or_create(&ReasonLabel {
                     reason: "wantlist_full",
                 })
-                .inc_by(received.over_cap);
+                .inc_by(refused);
         }
         if received.queued > 0 {
             self.inner.work.notify_waiters();
         }
-        Ok(())
+        Ok(refused)
     }
 
     async fn worker(self, control: libp2p_stream::Control, stop: CancellationToken) {
