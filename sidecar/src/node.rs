@@ -182,7 +182,7 @@ pub async fn run(
 
     let bitswap = BitswapServer::new(
         config.bitswap.clone(),
-        blocks,
+        blocks.clone(),
         quotas.clone(),
         metrics.clone(),
     );
@@ -221,6 +221,7 @@ pub async fn run(
         metrics: metrics.clone(),
         started,
         quotas: Some(quota_service.clone()),
+        blocks: Some(blocks as Arc<dyn crate::blocks::BlockSource>),
     };
     let http_task = tokio::spawn(http::serve(listener, state, http_stop.clone()));
 

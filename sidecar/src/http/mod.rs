@@ -1,5 +1,7 @@
-//! The HTTP API: health, metrics and the admin API ([`admin`]); routing
-//! and name APIs join later.
+//! The HTTP API: health, metrics, Delegated Routing V1 ([`routing`]) and
+//! the admin API ([`admin`]). Every response carries the CORS headers the
+//! routing spec requires (`Access-Control-Allow-Origin: *`), and `OPTIONS`
+//! preflights are answered for every path.
 //!
 //! [`serve`] takes an already-bound listener and a shutdown token, so tests
 //! and the daemon choose the port (0 works) and the teardown. Handlers only
@@ -13,9 +15,10 @@ use std::{
 
 use axum::{
     Json, Router,
-    extract::State,
-    http::{StatusCode, header},
-    response::IntoResponse,
+    extract::{Request, State},
+    http::{HeaderValue, Method, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
     routing::get,
 };
 use libp2p::{Multiaddr, PeerId};
@@ -25,6 +28,8 @@ use tokio_util::sync::CancellationToken;
 use crate::{config::Config, metrics::Metrics};
 
 mod admin;
+pub mod error;
+mod routing;
 
 /// What the handlers read.
 #[derive(Clone)]
@@ -37,6 +42,9 @@ pub struct ApiState {
     pub started: Instant,
     /// The quota service, for `/admin/*`.
     pub quotas: Option<Arc<crate::quota::QuotaService>>,
+    /// The block index, for provider answers; `None` answers every CID
+    /// with no providers.
+    pub blocks: Option<Arc<dyn crate::blocks::BlockSource>>,
 }
 
 #[derive(Serialize)]
@@ -56,7 +64,50 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .merge(admin::routes())
+        .merge(routing::routes())
         .with_state(state)
+        .layer(middleware::from_fn(cors))
+}
+
+/// Methods the API answers, for CORS preflights.
+const CORS_METHODS: &str = "GET, PUT, POST, OPTIONS";
+/// Request headers browsers may send (preflight `Access-Control-Allow-Headers`).
+const CORS_HEADERS: &str = "Content-Type, Accept, Authorization, If-None-Match";
+/// How long a browser may cache a preflight: 1 day.
+const CORS_MAX_AGE: &str = "86400";
+
+/// Answers CORS preflights and marks every response readable by any origin
+/// (routing spec, "CORS and Web Browsers").
+async fn cors(request: Request, next: Next) -> Response {
+    let mut response = if request.method() == Method::OPTIONS {
+        let mut r = StatusCode::NO_CONTENT.into_response();
+        let h = r.headers_mut();
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static(CORS_METHODS),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static(CORS_HEADERS),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static(CORS_MAX_AGE),
+        );
+        r
+    } else {
+        next.run(request).await
+    };
+    let h = response.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Etag, Cache-Control, Expires, Last-Modified, Content-Type"),
+    );
+    response
 }
 
 /// Serves `router(state)` on `listener` until `shutdown` is cancelled.
