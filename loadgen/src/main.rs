@@ -10,12 +10,16 @@
 //!   ([`abuse`]); each peer is its own identity and swarm ([`net`]) dialling
 //!   from its own loopback /24. Prints a JSON [`report::Report`].
 //!
+//! - `ipns` ([`ipns_http`]): HTTP load on the IPNS record API: distinct
+//!   signed records PUT by many keep-alive clients, then read back.
+//!
 //! [`client`] holds the Bitswap plumbing both kinds of peer share.
 
 mod abuse;
 mod carfile;
 mod client;
 mod honest;
+mod ipns_http;
 mod net;
 mod report;
 mod rng;
@@ -34,6 +38,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// PUT distinct signed IPNS records over HTTP with many clients, then GET
+    /// them back; prints a JSON report.
+    Ipns {
+        /// The sidecar's HTTP address, host:port.
+        #[arg(long)]
+        target: String,
+        /// Distinct records (each its own Ed25519 name).
+        #[arg(long, default_value_t = 20_000)]
+        records: usize,
+        /// Concurrent keep-alive connections.
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// How long to GET records back.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        get_duration: Duration,
+    },
     /// Write a CARv1 of N random raw blocks (CIDv1, raw, sha2-256); prints a JSON summary.
     GenCar {
         /// Number of blocks.
@@ -132,6 +152,23 @@ fn main() -> anyhow::Result<()> {
         } => {
             let summary = carfile::gen_car(&out, blocks, size, seed)?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
+        }
+        Command::Ipns {
+            target,
+            records,
+            clients,
+            get_duration,
+        } => {
+            let report = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(ipns_http::run(
+                    target,
+                    records.max(1),
+                    clients.max(1),
+                    get_duration,
+                ))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Command::AbusiveIds { seed, count } => {
             let ids: Vec<String> = (0..count)

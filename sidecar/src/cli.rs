@@ -54,6 +54,35 @@ pub enum Command {
     /// Quota policy helpers.
     #[command(subcommand)]
     Quota(QuotaCommand),
+    /// IPNS records held by this sidecar (through the running daemon, if any).
+    #[command(subcommand)]
+    Ipns(IpnsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum IpnsCommand {
+    /// Show the stored record of a name (k51…, bafz… or 12D3…), or save it.
+    Get {
+        name: String,
+        /// Write the record's bytes to this file instead of printing its fields.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Validate a record file and store it if it is better than the stored one.
+    Put { name: String, file: PathBuf },
+    /// List stored records: name, sequence, value, validity, source.
+    Ls {
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decode and validate a record file offline; prints every field and the verdict.
+    Inspect {
+        file: PathBuf,
+        /// The name the record is for (needed when it embeds no public key).
+        #[arg(long)]
+        name: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -147,6 +176,10 @@ impl Cli {
                 .map(|k| println!("{}", k.public().to_peer_id()))
                 .map_err(anyhow::Error::from),
             Command::Car(cmd) => crate::node::car_command(cmd, &self.data_dir()),
+            Command::Ipns(cmd) => {
+                let config = self.load_config();
+                crate::ipns_command::run(cmd, &self.data_dir(), &config)
+            }
             Command::Config(ConfigCommand::Init { stdout, force }) => {
                 self.config_init(*stdout, *force)
             }

@@ -21,6 +21,8 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod identity;
+pub mod ipns;
+pub mod ipns_command;
 pub mod metrics;
 pub mod node;
 pub mod p2p;

@@ -155,6 +155,15 @@ pub async fn run(
     let swarm_stop = CancellationToken::new();
 
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let names_stop = CancellationToken::new();
+    let (names, names_task) =
+        crate::ipns::service::NameService::start(store.clone(), names_stop.clone());
+    let write_limiter = Arc::new(http::rate_limit::WriteLimiter::new(
+        config.http.write_rate_per_ip,
+        config.http.write_burst_per_ip,
+        config.http.write_rate_exempt.clone(),
+        clock.clone(),
+    ));
     let policy_path = config
         .quota
         .policy
@@ -222,6 +231,8 @@ pub async fn run(
         started,
         quotas: Some(quota_service.clone()),
         blocks: Some(blocks as Arc<dyn crate::blocks::BlockSource>),
+        names: Some(names),
+        write_limiter,
     };
     let http_task = tokio::spawn(http::serve(listener, state, http_stop.clone()));
 
@@ -229,6 +240,9 @@ pub async fn run(
     let teardown = async {
         http_stop.cancel();
         let _ = http_task.await;
+        // No more puts can arrive: apply the queued ones and stop.
+        names_stop.cancel();
+        let _ = names_task.await;
         bitswap_stop.cancel();
         let _ = bitswap_task.await;
         swarm_stop.cancel();

@@ -38,7 +38,7 @@ fn providers_and_peers_answer_with_the_sidecar_itself() {
     assert_eq!(r.header("vary"), Some("Accept"));
     assert!(r.header("cache-control").unwrap().contains("max-age=300"));
     assert!(r.header("last-modified").is_some() && r.header("expires").is_some());
-    let providers = r.json()["Providers"].as_array().unwrap().clone();
+    let providers = json(&r)["Providers"].as_array().unwrap().clone();
     assert_eq!(providers.len(), 1);
     let p = &providers[0];
     assert_eq!(p["Schema"], "peer");
@@ -62,7 +62,7 @@ fn providers_and_peers_answer_with_the_sidecar_itself() {
         &format!("/routing/v1/providers/{same_hash}"),
         "application/json",
     );
-    assert_eq!(r.json()["Providers"].as_array().unwrap().len(), 1);
+    assert_eq!(json(&r)["Providers"].as_array().unwrap().len(), 1);
 
     // NDJSON on request: one record per line.
     let r = get(
@@ -85,7 +85,7 @@ fn providers_and_peers_answer_with_the_sidecar_itself() {
         "application/json",
     );
     assert_eq!(r.status, 200);
-    assert_eq!(r.json(), serde_json::json!({ "Providers": [] }));
+    assert_eq!(json(&r), serde_json::json!({ "Providers": [] }));
     assert!(r.header("cache-control").unwrap().contains("max-age=15"));
     let r = get(
         &format!("/routing/v1/providers/{absent}"),
@@ -96,19 +96,19 @@ fn providers_and_peers_answer_with_the_sidecar_itself() {
     // A bad CID is a 400 with a machine-readable code.
     let r = get("/routing/v1/providers/not-a-cid", "application/json");
     assert_eq!(r.status, 400);
-    assert_eq!(r.json()["code"], "malformed_cid");
+    assert_eq!(json(&r)["code"], "malformed_cid");
 
     // Peers: itself, in both ID forms; nobody else.
     let as_cid = Cid::new_v1(0x72, *d.peer_id.as_ref());
     for id in [d.peer_id.to_string(), as_cid.to_string()] {
         let r = get(&format!("/routing/v1/peers/{id}"), "application/json");
         assert_eq!(r.status, 200, "{}", r.text());
-        assert_eq!(r.json()["Peers"][0]["ID"], d.peer_id.to_string());
+        assert_eq!(json(&r)["Peers"][0]["ID"], d.peer_id.to_string());
     }
     let other = libp2p::PeerId::random();
     let r = get(&format!("/routing/v1/peers/{other}"), "application/json");
     assert_eq!(r.status, 404);
-    assert_eq!(r.json()["code"], "peer_unknown");
+    assert_eq!(json(&r)["code"], "peer_unknown");
 
     // CORS preflight.
     let r = http_request(

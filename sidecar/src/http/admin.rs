@@ -1,4 +1,5 @@
-//! `/admin/*`: quota policy and peer accounting, behind a bearer token.
+//! `/admin/*`: quota policy, peer accounting and the list of stored IPNS
+//! names, behind a bearer token.
 //!
 //! Off unless `[http] admin_token` is set. `PUT /admin/quotas` validates the
 //! whole document before anything changes; a rejected one leaves the
@@ -63,6 +64,7 @@ pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/admin/quotas", get(get_quotas).put(put_quotas))
         .route("/admin/peers", get(get_peers))
+        .route("/admin/ipns", get(get_ipns))
         .layer(DefaultBodyLimit::max(MAX_POLICY_BYTES))
 }
 
@@ -178,5 +180,52 @@ async fn get_peers(
         })
         .into_response(),
         Err(r) => r.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct IpnsQuery {
+    /// Start after this name (the last one of the previous page).
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Most names one `GET /admin/ipns` returns.
+const MAX_IPNS_ROWS: usize = 10_000;
+
+/// `GET /admin/ipns?after=<name>&limit=N`: stored names in key order, as a
+/// JSON array of `Summary` rows (what `sidecar ipns ls` prints).
+async fn get_ipns(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    Query(q): Query<IpnsQuery>,
+) -> Response {
+    if let Err(r) = authorize(&s, &headers) {
+        return r.into_response();
+    }
+    let Some(names) = s.names.clone() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the name service is not running",
+        );
+    };
+    let after = match q.after.as_deref().map(crate::ipns::Name::parse).transpose() {
+        Ok(after) => after,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let limit = q.limit.unwrap_or(DEFAULT_PEER_ROWS).min(MAX_IPNS_ROWS);
+    match names.list(after.as_ref(), limit).await {
+        Ok(rows) => {
+            // Summaries re-verify each record's signature: off the runtime.
+            let summaries = tokio::task::spawn_blocking(move || {
+                rows.iter()
+                    .map(crate::ipns::service::Stored::summary)
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default();
+            Json(summaries).into_response()
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

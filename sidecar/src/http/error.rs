@@ -5,9 +5,11 @@
 //! Called by: every routing and name handler. Must never: leak internal
 //! error chains beyond their one-line message.
 
+use std::time::Duration;
+
 use axum::{
     Json,
-    http::StatusCode,
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
@@ -19,6 +21,10 @@ pub struct ApiError {
     /// Stable, machine-readable (`malformed_cid`, `signature_invalid`, …).
     pub code: &'static str,
     pub message: String,
+    /// Sent as `Retry-After` (whole seconds), e.g. with 429.
+    pub retry_after: Option<Duration>,
+    /// Sent as `Cache-Control`, e.g. on a cacheable 404.
+    pub cache_control: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -33,6 +39,8 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
+            cache_control: None,
         }
     }
 
@@ -55,6 +63,20 @@ impl IntoResponse for ApiError {
             code: self.code,
             message: &self.message,
         };
-        (self.status, Json(body)).into_response()
+        let mut r = (self.status, Json(body)).into_response();
+        let h = r.headers_mut();
+        if let Some(wait) = self.retry_after {
+            h.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(wait.as_secs().max(1)),
+            );
+        }
+        if let Some(v) = self
+            .cache_control
+            .and_then(|v| HeaderValue::from_str(&v).ok())
+        {
+            h.insert(header::CACHE_CONTROL, v);
+        }
+        r
     }
 }

@@ -1,5 +1,6 @@
-//! The HTTP API: health, metrics, Delegated Routing V1 ([`routing`]) and
-//! the admin API ([`admin`]). Every response carries the CORS headers the
+//! The HTTP API: health, metrics, Delegated Routing V1 ([`routing`], and
+//! IPNS in [`ipns`] with the w3name-compatible API) and the admin API
+//! ([`admin`]). Every response carries the CORS headers the
 //! routing spec requires (`Access-Control-Allow-Origin: *`), and `OPTIONS`
 //! preflights are answered for every path.
 //!
@@ -28,7 +29,9 @@ use tokio_util::sync::CancellationToken;
 use crate::{config::Config, metrics::Metrics};
 
 mod admin;
+pub mod client;
 pub mod error;
+pub mod ipns;
 pub mod rate_limit;
 mod routing;
 
@@ -46,6 +49,10 @@ pub struct ApiState {
     /// The block index, for provider answers; `None` answers every CID
     /// with no providers.
     pub blocks: Option<Arc<dyn crate::blocks::BlockSource>>,
+    /// The IPNS name service; `None` answers the name APIs with 501.
+    pub names: Option<crate::ipns::service::NameService>,
+    /// Per-client rate limit of record writes.
+    pub write_limiter: Arc<rate_limit::WriteLimiter>,
 }
 
 #[derive(Serialize)]
@@ -66,6 +73,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .merge(admin::routes())
         .merge(routing::routes())
+        .merge(ipns::routes())
         .with_state(state)
         .layer(middleware::from_fn(cors))
 }
@@ -117,7 +125,8 @@ pub async fn serve(
     state: ApiState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
 }
