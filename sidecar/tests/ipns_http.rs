@@ -148,6 +148,14 @@ fn records_are_validated_kept_served_and_survive_kill_9() {
         (&k51, b"\x0a\x03abc", 400, "malformed"),
         (&k51, &vec![0u8; 11 * 1024], 413, "too_large"),
     ];
+    // Past what the server reads at all (a base64 w3name record's worth).
+    let r = put(&d, &k51, &vec![0u8; 64 * 1024]);
+    assert_eq!(
+        (r.status, json(&r)["code"].as_str().unwrap()),
+        (413, "too_large"),
+        "{}",
+        r.text()
+    );
     for (n, body, status, code) in cases {
         let r = put(&d, n, body);
         assert_eq!(

@@ -20,7 +20,7 @@ use std::{
 use axum::{
     Json, Router,
     body::{Body, Bytes},
-    extract::{ConnectInfo, DefaultBodyLimit, Path, State},
+    extract::{ConnectInfo, DefaultBodyLimit, Path, State, rejection::BytesRejection},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
@@ -94,6 +94,19 @@ fn lists(headers: &HeaderMap, name: header::HeaderName, media: &str) -> bool {
                 .next()
                 .is_some_and(|t| t.trim().eq_ignore_ascii_case(media))
         })
+}
+
+/// A body the server would not read whole: past [`MAX_BODY`] (413), or cut off.
+fn too_large(e: BytesRejection) -> ApiError {
+    ApiError::new(
+        e.status(),
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            "too_large"
+        } else {
+            "malformed"
+        },
+        format!("{e}; a record is at most {MAX_RECORD_BYTES} bytes"),
+    )
 }
 
 fn check_rate(s: &ApiState, client: SocketAddr) -> Result<(), ApiError> {
@@ -188,8 +201,9 @@ async fn routing_put(
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let body = body.map_err(too_large)?;
     if !lists(&headers, header::CONTENT_TYPE, IPNS_RECORD) {
         return Err(ApiError::new(
             StatusCode::NOT_ACCEPTABLE,
@@ -231,8 +245,9 @@ async fn w3name_post(
     State(s): State<ApiState>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     Path(key): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let body = body.map_err(too_large)?;
     let name = parse_name(&key)?;
     check_rate(&s, client)?;
     let text = std::str::from_utf8(&body)
