@@ -5,8 +5,8 @@
 //! `src/ipns/ipns-record.md`, "Test Vectors", valid for 100 years), as
 //! stored in ipfs/js-ipns `test/fixtures/<name>_<kind>.ipns-record`, and a
 //! record published by Kubo from js-ipns `test/fixtures/records.ts`. The
-//! bytes are copied verbatim (hex); the fuzz target's seeds are the same
-//! files.
+//! bytes are copied verbatim (hex). (The fuzz target's seeds in
+//! `fuzz/seeds/ipns_record` are records made by js-ipns.)
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
