@@ -101,6 +101,22 @@ def _on_signal(signum, _frame):
     raise SystemExit(128 + signum)
 
 
+
+def add_output_args(ap: argparse.ArgumentParser, keep_help: str) -> None:
+    """The report and run-directory options every bench script shares."""
+    ap.add_argument("--markdown-out", help="append the markdown report to this file")
+    ap.add_argument("--json-out", help="write every trial's raw numbers to this file")
+    ap.add_argument("--keep", action="store_true", help=keep_help)
+
+
+def start_run() -> str:
+    """Installs the signal handlers that kill started processes; returns the
+    command line as it should be quoted in the report."""
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    return shlex.join([os.path.relpath(sys.argv[0]) if os.path.exists(sys.argv[0])
+                       else sys.argv[0], *sys.argv[1:]])
+
 def run(argv, *, env=None, timeout: float, input_bytes=None, cwd=None) -> str:
     """Runs a short command; raises BenchError with its output on failure."""
     try:
@@ -761,15 +777,9 @@ def main() -> int:
                     help="config override passed to the sidecar as --set (repeatable)")
     ap.add_argument("--build-sidecar", action="store_true",
                     help="run `cargo build --release -p sidecar` if the binary is missing")
-    ap.add_argument("--markdown-out", help="append the markdown report to this file")
-    ap.add_argument("--json-out", help="write every trial's raw numbers to this file")
-    ap.add_argument("--keep", action="store_true", help="keep the run directory (repos, logs)")
+    add_output_args(ap, "keep the run directory (repos, logs)")
     a = ap.parse_args()
-
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
-    cmdline = shlex.join([os.path.relpath(sys.argv[0]) if os.path.exists(sys.argv[0])
-                          else sys.argv[0], *sys.argv[1:]])
+    cmdline = start_run()
 
     dag_names = [d.strip() for d in a.dags.split(",") if d.strip()]
     if not dag_names or any(d not in ("large", "small") for d in dag_names):

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import statistics
 import sys
 import tempfile
@@ -31,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fetch_vs_kubo import (  # noqa: E402
-    BenchError, _kill_all, _on_signal, log, proc_cpu_seconds, proc_status_kib, run,
+    BenchError, _kill_all, log, proc_cpu_seconds, proc_status_kib, run, start_run,
 )
 from quota_load import Sidecar, find_bin, machine_info  # noqa: E402
 
@@ -74,8 +73,7 @@ def main() -> int:
     ap.add_argument("--sidecar", help="sidecar binary (default target/release/sidecar)")
     ap.add_argument("--loadgen", help="load generator (default target/release/sidecar-loadgen)")
     a = ap.parse_args()
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
+    start_run()
     sidecar_bin = find_bin("sidecar", a.sidecar)
     loadgen = find_bin("sidecar-loadgen", a.loadgen)
     try:

@@ -22,7 +22,6 @@ import platform
 import re
 import shlex
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -35,8 +34,9 @@ from pathlib import Path
 
 # Process handling and /proc readers are shared with the Kubo comparison.
 from fetch_vs_kubo import (
-    CLK_TCK, _LIVE, BenchError, _kill_all, _on_signal, log, proc_cpu_seconds, proc_status_kib, run, spawn,
-    stop, tail, wait_until,
+    CLK_TCK, _LIVE, BenchError, _kill_all, add_output_args, log, proc_cpu_seconds, proc_status_kib,
+    run, spawn,
+    start_run, stop, tail, wait_until,
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -472,15 +472,9 @@ def main() -> int:
     ap.add_argument("--loadgen-bin", help="default: target/release/sidecar-loadgen")
     ap.add_argument("--build", action="store_true",
                     help="run `cargo build --release -p sidecar -p loadgen` first")
-    ap.add_argument("--markdown-out", help="append the markdown report to this file")
-    ap.add_argument("--json-out", help="write every trial's raw numbers to this file")
-    ap.add_argument("--keep", action="store_true", help="keep the run directory")
+    add_output_args(ap, "keep the run directory")
     a = ap.parse_args()
-
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
-    cmdline = shlex.join([os.path.relpath(sys.argv[0]) if os.path.exists(sys.argv[0])
-                          else sys.argv[0], *sys.argv[1:]])
+    cmdline = start_run()
     scenarios = [s.strip() for s in a.scenarios.split(",") if s.strip()]
     unknown = [s for s in scenarios if s not in SCENARIOS]
     if unknown or not scenarios:
