@@ -23,7 +23,7 @@ use crate::{
     ipns::{
         Name, Record, pb,
         record::validate_bytes,
-        service::{NameService, Source, Stored, Summary},
+        service::{NameService, Source, Summary},
     },
     node::{HTTP_ADDR_FILE, open_store},
 };
@@ -101,20 +101,25 @@ pub fn run(cmd: &IpnsCommand, data_dir: &Path, config: &Config) -> anyhow::Resul
         IpnsCommand::Ls { json } => {
             let rows = match target(data_dir) {
                 Target::Daemon(addr) => list_http(&addr, config)?,
-                Target::Store => {
-                    let stored: Vec<Stored> = with_service(data_dir, |s| async move {
-                        let mut all = Vec::new();
-                        loop {
-                            let page = s.list(all.last().map(|r: &Stored| &r.name), PAGE).await?;
-                            let done = page.len() < PAGE;
-                            all.extend(page);
-                            if done {
-                                return Ok(all);
-                            }
+                Target::Store => with_service(data_dir, |s| async move {
+                    let mut all: Vec<Summary> = Vec::new();
+                    let mut last: Option<Name> = None;
+                    loop {
+                        let page = s.list(last.as_ref(), PAGE).await?;
+                        let names: Vec<Name> = page.iter().map(|r| r.name).collect();
+                        let schedules = s.schedules(&names).await?;
+                        let done = page.len() < PAGE;
+                        last = names.last().copied();
+                        all.extend(
+                            page.iter()
+                                .zip(&schedules)
+                                .map(|(r, row)| r.summary_with(row.as_ref())),
+                        );
+                        if done {
+                            return Ok(all);
                         }
-                    })?;
-                    stored.iter().map(Stored::summary).collect()
-                }
+                    }
+                })?,
             };
             print_summaries(&rows, *json);
             Ok(())
@@ -232,11 +237,29 @@ fn print_summaries(rows: &[Summary], json: bool) {
         }
         return;
     }
-    println!("NAME\tSEQUENCE\tVALUE\tVALID UNTIL\tSOURCE");
+    println!("NAME\tSEQUENCE\tVALUE\tVALID UNTIL\tSOURCE\tREPUBLISH\tLAST PUT\tNEXT PUT\tREACHED");
     for r in rows {
+        let (state, last, next, reached) = match &r.republish {
+            Some(p) => (
+                if p.failures > 0 {
+                    format!(
+                        "{} ({} failures: {})",
+                        p.state,
+                        p.failures,
+                        p.last_error.as_deref().unwrap_or("")
+                    )
+                } else {
+                    p.state.clone()
+                },
+                p.last_success.as_deref().unwrap_or("-").to_string(),
+                p.next_due.as_deref().unwrap_or("-").to_string(),
+                p.reached.clone(),
+            ),
+            None => ("-".into(), "-".into(), "-".into(), "-".into()),
+        };
         println!(
-            "{}\t{}\t{}\t{}\t{}",
-            r.name, r.sequence, r.value, r.validity, r.source
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            r.name, r.sequence, r.value, r.validity, r.source, state, last, next, reached
         );
     }
 }

@@ -6,7 +6,12 @@
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
     registry::Registry,
 };
 
@@ -26,6 +31,12 @@ pub struct KindLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: &'static str,
+}
+
+/// Label: how an operation ended (`ok`, `failed`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
 }
 
 /// Labels of a throttled want: the peer's tier, what was done, and which
@@ -67,6 +78,22 @@ pub struct Metrics {
     pub quota_throttled: Family<ThrottleLabel, Counter>,
     /// Peers whose quota counters are held in memory.
     pub quota_tracked_peers: Gauge,
+    /// IPNS record puts to Kubo, by result.
+    pub republish_puts: Family<ResultLabel, Counter>,
+    /// Failed IPNS record puts, by error code.
+    pub republish_failures: Family<ReasonLabel, Counter>,
+    /// Time of one put through Kubo.
+    pub republish_put_seconds: Histogram,
+    /// Names due more than a minute ago and not yet put.
+    pub republish_overdue: Gauge,
+    /// Puts in flight.
+    pub republish_in_flight: Gauge,
+    /// Records found expired (no longer republished).
+    pub republish_expired: Counter,
+    /// Better records found on the network and adopted.
+    pub republish_adopted: Counter,
+    /// 1 while the Kubo RPC answers, 0 while it does not.
+    pub kubo_up: Gauge,
 }
 
 impl Default for Metrics {
@@ -132,6 +159,43 @@ impl Metrics {
                 reg,
                 "quota_tracked_peers",
                 "Peers whose quota counters are held in memory",
+            ),
+            republish_puts: metric(reg, "republish_puts", "IPNS record puts to Kubo by result"),
+            republish_failures: metric(
+                reg,
+                "republish_failures",
+                "Failed IPNS record puts by error code",
+            ),
+            republish_put_seconds: {
+                // 5 ms to ~80 s.
+                let h = Histogram::new(exponential_buckets(0.005, 2.0, 15));
+                reg.register(
+                    "republish_put_seconds",
+                    "Time of one IPNS record put through Kubo",
+                    h.clone(),
+                );
+                h
+            },
+            republish_overdue: metric(
+                reg,
+                "republish_overdue",
+                "IPNS names due more than a minute ago and not yet put",
+            ),
+            republish_in_flight: metric(reg, "republish_in_flight", "IPNS record puts in flight"),
+            republish_expired: metric(
+                reg,
+                "republish_expired",
+                "IPNS records found expired and no longer republished",
+            ),
+            republish_adopted: metric(
+                reg,
+                "republish_adopted",
+                "Better IPNS records found on the network and adopted",
+            ),
+            kubo_up: metric(
+                reg,
+                "kubo_up",
+                "1 while the Kubo RPC answers, 0 while it does not",
             ),
             registry: r,
         }

@@ -1,8 +1,9 @@
 //! Wires the daemon together and tears it down in order.
 //!
-//! [`run`] opens the store, loads the identity, starts the libp2p host, the
-//! Bitswap server and the HTTP API, then waits for the shutdown token.
-//! Teardown order: stop accepting HTTP, stop the Bitswap server (drains its
+//! [`run`] opens the store, loads the identity, starts the name service,
+//! the republisher, the libp2p host, the Bitswap server and the HTTP API,
+//! then waits for the shutdown token. Teardown order: stop accepting HTTP,
+//! stop the republisher, the name service, the Bitswap server (drains its
 //! workers), close the swarm, close the store — under [`SHUTDOWN_GRACE`].
 //! This module holds no protocol logic; it only composes.
 
@@ -189,6 +190,36 @@ pub async fn run(
             .run(config.quota.flush_interval, quota_stop.clone()),
     );
 
+    // The republisher: keeps stored IPNS records on the DHT through Kubo.
+    let republish_stop = CancellationToken::new();
+    let (kubo, republish_status, republish_task) = if config.republish.enabled {
+        let client = crate::kubo::KuboClient::new(
+            &config.kubo.rpc,
+            config.kubo.auth.clone(),
+            config.kubo.timeout,
+        )
+        .with_context(|| format!("kubo.rpc {}", config.kubo.rpc))?;
+        let r = &config.republish;
+        let republisher = crate::ipns::republish::Republisher::new(
+            store.clone(),
+            names.clone(),
+            crate::ipns::republish::KuboTarget::new(client.clone(), r.method, r.allow_offline),
+            r.policy.clone(),
+            Arc::new(SystemClock),
+            metrics.clone(),
+        );
+        let status = republisher.status();
+        let task = tokio::spawn(republisher.run(republish_stop.clone()));
+        tracing::info!(
+            kubo = %config.kubo.rpc,
+            interval = %humantime::format_duration(r.policy.interval),
+            "republishing IPNS records through Kubo"
+        );
+        (Some(client), Some(status), Some(task))
+    } else {
+        (None, None, None)
+    };
+
     let bitswap = BitswapServer::new(
         config.bitswap.clone(),
         blocks.clone(),
@@ -233,6 +264,9 @@ pub async fn run(
         blocks: Some(blocks as Arc<dyn crate::blocks::BlockSource>),
         names: Some(names),
         write_limiter,
+        store: Some(store.clone()),
+        republish: republish_status,
+        kubo,
     };
     let http_task = tokio::spawn(http::serve(listener, state, http_stop.clone()));
 
@@ -240,6 +274,11 @@ pub async fn run(
     let teardown = async {
         http_stop.cancel();
         let _ = http_task.await;
+        // Attempts in flight are abandoned; their names stay due.
+        republish_stop.cancel();
+        if let Some(task) = republish_task {
+            let _ = task.await;
+        }
         // No more puts can arrive: apply the queued ones and stop.
         names_stop.cancel();
         let _ = names_task.await;

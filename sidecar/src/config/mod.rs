@@ -46,7 +46,26 @@ pub struct Config {
     pub kubo: KuboConfig,
     pub bitswap: BitswapConfig,
     pub quota: QuotaConfig,
+    pub republish: RepublishConfig,
 }
+
+/// `[republish]`: keeping stored IPNS records on the DHT through Kubo.
+#[derive(Debug, Clone)]
+pub struct RepublishConfig {
+    pub enabled: bool,
+    pub policy: crate::ipns::republish::Policy,
+    /// `auto`, `name_put` or `routing_put`.
+    pub method: crate::ipns::republish::PutMethod,
+    /// Pass `allow-offline` to Kubo (a Kubo without a network stores the
+    /// record locally instead of failing).
+    pub allow_offline: bool,
+    /// Also re-issue Kubo's own keystore keys (`name/publish`).
+    pub kubo_keys: bool,
+}
+
+/// The longest republish interval accepted: a quarter of the DHT's 48 h
+/// record expiry, so three puts can fail before a record falls out.
+pub const MAX_REPUBLISH_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 
 /// `[quota]`: where the quota policy lives and how often counters are saved.
 #[derive(Debug, Clone)]
@@ -143,6 +162,11 @@ impl std::fmt::Display for IpNet {
 #[derive(Debug, Clone)]
 pub struct KuboConfig {
     pub rpc: String,
+    /// Kubo's `API.Authorizations` secret (`bearer:<token>` or
+    /// `basic:<user>:<password>`), if its RPC requires one.
+    pub auth: Option<crate::kubo::KuboAuth>,
+    /// Time allowed for one RPC call.
+    pub timeout: Duration,
 }
 
 /// `[bitswap]`: the Bitswap server. Units are in the default file's comments.
@@ -168,6 +192,24 @@ struct Raw {
     kubo: RawKubo,
     bitswap: RawBitswap,
     quota: RawQuota,
+    republish: RawRepublish,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRepublish {
+    enabled: bool,
+    interval: String,
+    jitter: f64,
+    concurrency: usize,
+    put_timeout: String,
+    retry_min: String,
+    retry_max: String,
+    catch_up_window: String,
+    check_network: bool,
+    method: String,
+    allow_offline: bool,
+    kubo_keys: bool,
 }
 
 #[derive(Deserialize)]
@@ -202,6 +244,8 @@ struct RawHttp {
 #[serde(deny_unknown_fields)]
 struct RawKubo {
     rpc: String,
+    auth: String,
+    timeout: String,
 }
 
 #[derive(Deserialize)]
@@ -442,6 +486,59 @@ fn check_listen(key: &str, addr: &Multiaddr) -> Result<(), ConfigError> {
     }
 }
 
+impl RawRepublish {
+    fn validate(self) -> Result<RepublishConfig, ConfigError> {
+        let d = |key: &str, v: &str| {
+            let k = format!("republish.{key}");
+            positive(&k, duration(&k, v)?)
+        };
+        let interval = d("interval", &self.interval)?;
+        if interval > MAX_REPUBLISH_INTERVAL {
+            return Err(ConfigError::key(
+                "republish.interval",
+                format!(
+                    "{} is too close to the DHT's 48 h record expiry; at most {}",
+                    self.interval,
+                    humantime::format_duration(MAX_REPUBLISH_INTERVAL)
+                ),
+            ));
+        }
+        if !(0.0..=0.5).contains(&self.jitter) {
+            return Err(ConfigError::key(
+                "republish.jitter",
+                "must be between 0 and 0.5",
+            ));
+        }
+        let retry_min = d("retry_min", &self.retry_min)?;
+        let retry_max = d("retry_max", &self.retry_max)?;
+        if retry_max < retry_min {
+            return Err(ConfigError::key(
+                "republish.retry_max",
+                "must not be shorter than republish.retry_min",
+            ));
+        }
+        Ok(RepublishConfig {
+            enabled: self.enabled,
+            policy: crate::ipns::republish::Policy {
+                interval,
+                jitter: self.jitter,
+                concurrency: positive("republish.concurrency", self.concurrency)?,
+                put_timeout: d("put_timeout", &self.put_timeout)?,
+                retry_min,
+                retry_max,
+                catch_up_window: d("catch_up_window", &self.catch_up_window)?,
+                check_network: self.check_network,
+            },
+            method: self
+                .method
+                .parse()
+                .map_err(|e: String| ConfigError::key("republish.method", e))?,
+            allow_offline: self.allow_offline,
+            kubo_keys: self.kubo_keys,
+        })
+    }
+}
+
 impl Raw {
     fn validate(self) -> Result<Config, ConfigError> {
         let listen = multiaddrs("p2p.listen", &self.p2p.listen)?;
@@ -462,6 +559,24 @@ impl Raw {
                 format!("{rpc:?} is not an http(s) URL"),
             ));
         }
+        let kubo = KuboConfig {
+            rpc,
+            auth: if self.kubo.auth.is_empty() {
+                None
+            } else {
+                Some(
+                    self.kubo
+                        .auth
+                        .parse()
+                        .map_err(|e: String| ConfigError::key("kubo.auth", e))?,
+                )
+            },
+            timeout: positive(
+                "kubo.timeout",
+                duration("kubo.timeout", &self.kubo.timeout)?,
+            )?,
+        };
+        let republish = self.republish.validate()?;
         let b = self.bitswap;
         let max_block_size = positive("bitswap.max_block_size", b.max_block_size)?;
         if max_block_size > MAX_BLOCK_SIZE_LIMIT {
@@ -523,7 +638,8 @@ impl Raw {
                     duration("quota.flush_interval", &self.quota.flush_interval)?,
                 )?,
             },
-            kubo: KuboConfig { rpc },
+            kubo,
+            republish,
             bitswap: BitswapConfig {
                 max_wantlist_entries: positive(
                     "bitswap.max_wantlist_entries",
@@ -561,6 +677,19 @@ mod tests {
         let c = with(&[]).unwrap();
         assert_eq!(c.bitswap.max_wantlist_entries, 1024);
         assert_eq!(c.p2p.listen.len(), 2);
+        assert_eq!(
+            c.republish.policy,
+            crate::ipns::republish::Policy::default()
+        );
+        assert!(c.republish.enabled && c.kubo.auth.is_none());
+    }
+
+    #[test]
+    fn republish_intervals_in_seconds_work_for_tests() {
+        let c = with(&[("republish.interval", "3s"), ("republish.jitter", "0")]).unwrap();
+        assert_eq!(c.republish.policy.interval, Duration::from_secs(3));
+        let c = with(&[("kubo.auth", "bearer:secret-token")]).unwrap();
+        assert!(c.kubo.auth.is_some());
     }
 
     #[test]
@@ -624,6 +753,14 @@ mod tests {
                 "http.write_rate_exempt",
             ),
             ("bitswap.send_timeout", "soon", "bitswap.send_timeout"),
+            ("republish.interval", "47h", "republish.interval"),
+            ("republish.interval", "0s", "republish.interval"),
+            ("republish.jitter", "0.9", "republish.jitter"),
+            ("republish.retry_max", "1s", "republish.retry_max"),
+            ("republish.method", "dht", "republish.method"),
+            ("republish.concurrency", "0", "republish.concurrency"),
+            ("kubo.auth", "token", "kubo.auth"),
+            ("kubo.timeout", "never", "kubo.timeout"),
             ("nosuch.key", "1", "nosuch.key"),
             ("p2p.nosuch", "1", "p2p.nosuch"),
         ];

@@ -1,5 +1,5 @@
-//! `/admin/*`: quota policy, peer accounting and the list of stored IPNS
-//! names, behind a bearer token.
+//! `/admin/*`: quota policy, peer accounting, the stored IPNS names and
+//! their republish state, behind a bearer token.
 //!
 //! Off unless `[http] admin_token` is set. `PUT /admin/quotas` validates the
 //! whole document before anything changes; a rejected one leaves the
@@ -65,6 +65,8 @@ pub fn routes() -> Router<ApiState> {
         .route("/admin/quotas", get(get_quotas).put(put_quotas))
         .route("/admin/peers", get(get_peers))
         .route("/admin/ipns", get(get_ipns))
+        .route("/admin/ipns/{name}", get(get_ipns_name))
+        .route("/admin/republish", get(get_republish))
         .layer(DefaultBodyLimit::max(MAX_POLICY_BYTES))
 }
 
@@ -214,12 +216,19 @@ async fn get_ipns(
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
     let limit = q.limit.unwrap_or(DEFAULT_PEER_ROWS).min(MAX_IPNS_ROWS);
-    match names.list(after.as_ref(), limit).await {
-        Ok(rows) => {
-            // Summaries re-verify each record's signature: off the runtime.
+    let listed = async {
+        let rows = names.list(after.as_ref(), limit).await?;
+        let keys: Vec<crate::ipns::Name> = rows.iter().map(|r| r.name).collect();
+        let schedules = names.schedules(&keys).await?;
+        Ok::<_, crate::ipns::service::IpnsError>((rows, schedules))
+    };
+    match listed.await {
+        Ok((rows, schedules)) => {
+            // Summaries decode each record again: off the runtime.
             let summaries = tokio::task::spawn_blocking(move || {
                 rows.iter()
-                    .map(crate::ipns::service::Stored::summary)
+                    .zip(&schedules)
+                    .map(|(r, row)| r.summary_with(row.as_ref()))
                     .collect::<Vec<_>>()
             })
             .await
@@ -228,4 +237,127 @@ async fn get_ipns(
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
+}
+
+/// `GET /admin/ipns/{name}`: one stored name with its republish state.
+async fn get_ipns_name(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Response {
+    if let Err(r) = authorize(&s, &headers) {
+        return r.into_response();
+    }
+    let Some(names) = s.names.clone() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the name service is not running",
+        );
+    };
+    let name = match crate::ipns::Name::parse(&name) {
+        Ok(n) => n,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let found = async {
+        let stored = names.get(&name).await?;
+        let schedule = names.schedules(&[name]).await?.pop().flatten();
+        Ok::<_, crate::ipns::service::IpnsError>(stored.map(|r| r.summary_with(schedule.as_ref())))
+    };
+    match found.await {
+        Ok(Some(summary)) => Json(summary).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no record for {name}")),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Most failing names `GET /admin/republish` lists (and groups by error).
+const FAILING_SAMPLE: usize = 10_000;
+/// Failing names shown one by one.
+const FAILING_SHOWN: usize = 20;
+
+#[derive(Serialize)]
+struct FailingName {
+    name: String,
+    failures: u32,
+    last_error: String,
+}
+
+#[derive(Serialize)]
+struct RepublishView {
+    enabled: bool,
+    interval_seconds: u64,
+    concurrency: usize,
+    /// The schedule in the store.
+    schedule: crate::store::republish::ScheduleCounts,
+    /// The oldest overdue due time, RFC 3339.
+    oldest_overdue: Option<String>,
+    /// Names failing now, by the code of their last error (first
+    /// `FAILING_SAMPLE` failing names).
+    failing_by_error: std::collections::BTreeMap<String, u64>,
+    failing_names: Vec<FailingName>,
+    /// The republisher's live state (absent when it is off).
+    live: Option<crate::ipns::republish::StatusSnapshot>,
+}
+
+/// `GET /admin/republish`: queue depth, what is due, in flight, failures.
+async fn get_republish(State(s): State<ApiState>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&s, &headers) {
+        return r.into_response();
+    }
+    let Some(store) = s.store.clone() else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the store is not open");
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let read = tokio::task::spawn_blocking(move || {
+        Ok::<_, crate::store::StoreError>((
+            store.republish_counts(now_ms)?,
+            store.republish_failing(FAILING_SAMPLE)?,
+        ))
+    })
+    .await;
+    let (schedule, failing) = match read {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(_) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "reading the schedule failed",
+            );
+        }
+    };
+    let mut failing_by_error = std::collections::BTreeMap::new();
+    for (_, row) in &failing {
+        let code = row.last_error.split(':').next().unwrap_or("").to_string();
+        *failing_by_error.entry(code).or_insert(0u64) += 1;
+    }
+    let failing_names = failing
+        .iter()
+        .take(FAILING_SHOWN)
+        .map(|(key, row)| FailingName {
+            name: crate::ipns::service::name_of_key(key)
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "(unreadable)".into()),
+            failures: row.failures,
+            last_error: row.last_error.clone(),
+        })
+        .collect();
+    let r = &s.config.republish;
+    Json(RepublishView {
+        enabled: r.enabled,
+        interval_seconds: r.policy.interval.as_secs(),
+        concurrency: r.policy.concurrency,
+        oldest_overdue: schedule.oldest_overdue_ms.map(|ms| {
+            humantime::format_rfc3339_millis(
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+            )
+            .to_string()
+        }),
+        schedule,
+        failing_by_error,
+        failing_names,
+        live: s.republish.as_ref().map(|st| st.snapshot()),
+    })
+    .into_response()
 }

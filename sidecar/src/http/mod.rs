@@ -1,4 +1,5 @@
-//! The HTTP API: health, metrics, Delegated Routing V1 ([`routing`], and
+//! The HTTP API: health (`/healthz`: the process runs; `/readyz`: it can
+//! reach the Kubo RPC it needs), metrics, Delegated Routing V1 ([`routing`], and
 //! IPNS in [`ipns`] with the w3name-compatible API) and the admin API
 //! ([`admin`]). Every response carries the CORS headers the
 //! routing spec requires (`Access-Control-Allow-Origin: *`), and `OPTIONS`
@@ -53,6 +54,12 @@ pub struct ApiState {
     pub names: Option<crate::ipns::service::NameService>,
     /// Per-client rate limit of record writes.
     pub write_limiter: Arc<rate_limit::WriteLimiter>,
+    /// The store, for the admin views that read it directly.
+    pub store: Option<Arc<crate::store::Store>>,
+    /// The republisher's live state; `None` when it is off.
+    pub republish: Option<Arc<crate::ipns::republish::Status>>,
+    /// The Kubo RPC, for `/readyz`; `None` when nothing uses Kubo.
+    pub kubo: Option<crate::kubo::KuboClient>,
 }
 
 #[derive(Serialize)]
@@ -70,6 +77,7 @@ struct Health {
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(admin::routes())
         .merge(routing::routes())
@@ -143,6 +151,60 @@ async fn healthz(State(s): State<ApiState>) -> impl IntoResponse {
         http_addr: s.http_addr.to_string(),
         uptime_seconds: s.started.elapsed().as_secs(),
     })
+}
+
+/// How long `/readyz` waits for Kubo.
+const READY_KUBO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+#[derive(Serialize)]
+struct Readiness {
+    status: &'static str,
+    /// `reachable`, `unreachable: <error>`, or `not used`.
+    kubo: String,
+    kubo_rpc: Option<String>,
+}
+
+/// `GET /readyz`: 200 when the sidecar can do its work, 503 (with the
+/// reason) when the Kubo RPC it republishes through does not answer.
+async fn readyz(State(s): State<ApiState>) -> Response {
+    let Some(kubo) = s.kubo.clone() else {
+        return Json(Readiness {
+            status: "ready",
+            kubo: "not used".into(),
+            kubo_rpc: None,
+        })
+        .into_response();
+    };
+    let probe = tokio::time::timeout(READY_KUBO_TIMEOUT, kubo.version()).await;
+    let (status, code, state) = match probe {
+        Ok(Ok(v)) => (
+            "ready",
+            StatusCode::OK,
+            format!("reachable (Kubo {})", v.version),
+        ),
+        Ok(Err(e)) => (
+            "not_ready",
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("unreachable: {e}"),
+        ),
+        Err(_) => (
+            "not_ready",
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "unreachable: no answer within {} s",
+                READY_KUBO_TIMEOUT.as_secs()
+            ),
+        ),
+    };
+    (
+        code,
+        Json(Readiness {
+            status,
+            kubo: state,
+            kubo_rpc: Some(kubo.url().to_string()),
+        }),
+    )
+        .into_response()
 }
 
 async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {

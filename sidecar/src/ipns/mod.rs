@@ -18,9 +18,11 @@
 //! - `cbor`, `rfc3339`: the strict DAG-CBOR reader and the RFC 3339 time
 //!   parser/formatter the record code needs.
 //! - [`pb`]: the hand-written prost messages (`IpnsEntry`, libp2p `PublicKey`).
-//! - [`service`]: the name service, the one impure part: validates puts,
-//!   keeps the best record per name in the store (group commit, durable
-//!   before the answer) and serves reads through a bounded cache.
+//! - [`service`]: the name service: validates puts, keeps the best record
+//!   per name in the store (group commit, durable before the answer) and
+//!   serves reads through a bounded cache.
+//! - [`republish`]: keeps every stored record on the DHT through Kubo, on
+//!   the durable schedule the store keeps.
 //!
 //! Sources: the IPNS record spec (ipfs/specs `src/ipns/ipns-record.md`) and
 //! boxo's `ipns` package, the reference the spec defers to. Where they leave
@@ -33,6 +35,7 @@ pub mod error;
 pub mod name;
 pub mod pb;
 pub mod record;
+pub mod republish;
 mod rfc3339;
 pub mod service;
 pub mod testing;

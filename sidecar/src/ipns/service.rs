@@ -32,7 +32,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{Name, Record, RecordError, record};
-use crate::store::{IpnsRow, Store, StoreError};
+use crate::store::{
+    IpnsRow, Store, StoreError,
+    republish::{RepublishRow, RepublishState},
+};
 
 /// Puts queued for the writer before callers wait for room.
 pub const QUEUE: usize = 4096;
@@ -88,6 +91,9 @@ pub enum Source {
     Cli = 3,
     /// A sibling sidecar.
     Sync = 4,
+    /// Found on the network (through Kubo) by the republisher, better than
+    /// the stored one.
+    Network = 5,
 }
 
 impl Source {
@@ -97,6 +103,7 @@ impl Source {
             Source::W3name => "w3name",
             Source::Cli => "cli",
             Source::Sync => "sync",
+            Source::Network => "network",
         }
     }
 
@@ -106,6 +113,7 @@ impl Source {
             2 => "w3name",
             3 => "cli",
             4 => "sync",
+            5 => "network",
             _ => "unknown",
         }
     }
@@ -186,6 +194,56 @@ pub struct Summary {
     pub source: String,
     /// When this sidecar accepted it, RFC 3339.
     pub received_at: String,
+    /// Where its republishing stands (absent from older daemons' answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub republish: Option<RepublishSummary>,
+}
+
+/// The republish state of one name, for people and scripts.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RepublishSummary {
+    /// `fresh` (not yet put in this version), `published`, `expired`.
+    pub state: String,
+    /// RFC 3339; absent once expired.
+    pub next_due: Option<String>,
+    pub last_attempt: Option<String>,
+    pub last_success: Option<String>,
+    /// Consecutive failed attempts.
+    pub failures: u32,
+    pub last_error: Option<String>,
+    /// What the last successful put is known to have reached: `N DHT
+    /// peers`, `unverified (Kubo knew no DHT peers)`, `unknown`, or `never`.
+    pub reached: String,
+}
+
+impl RepublishSummary {
+    pub fn of(row: &RepublishRow) -> Self {
+        let time = |ms: u64| {
+            (ms > 0).then(|| {
+                humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+            })
+        };
+        let reached = if row.last_success_ms == 0 {
+            "never".to_string()
+        } else {
+            match row.peers {
+                p if p < 0 => "unknown".to_string(),
+                0 => "unverified (Kubo knew no DHT peers)".to_string(),
+                p => format!("{p} DHT peers"),
+            }
+        };
+        Self {
+            state: row.state.as_str().to_string(),
+            next_due: (row.state != RepublishState::Expired)
+                .then(|| time(row.next_due_ms))
+                .flatten(),
+            last_attempt: time(row.last_attempt_ms),
+            last_success: time(row.last_success_ms),
+            failures: row.failures,
+            last_error: (!row.last_error.is_empty()).then(|| row.last_error.clone()),
+            reached,
+        }
+    }
 }
 
 impl Stored {
@@ -209,6 +267,15 @@ impl Stored {
             ttl_seconds: self.ttl.map(|t| t.as_secs()),
             source: self.source.to_string(),
             received_at: humantime::format_rfc3339_millis(self.received_at).to_string(),
+            republish: None,
+        }
+    }
+
+    /// [`Stored::summary`] with the name's republish state.
+    pub fn summary_with(&self, schedule: Option<&RepublishRow>) -> Summary {
+        Summary {
+            republish: schedule.map(RepublishSummary::of),
+            ..self.summary()
         }
     }
 
@@ -234,6 +301,7 @@ pub struct NameService {
     store: Arc<Store>,
     queue: mpsc::Sender<Put>,
     cache: Arc<std::sync::Mutex<Cache>>,
+    changed: Arc<tokio::sync::Notify>,
 }
 
 impl NameService {
@@ -245,15 +313,29 @@ impl NameService {
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let cache = Arc::new(std::sync::Mutex::new(Cache::default()));
-        let task = tokio::spawn(writer(store.clone(), rx, cache.clone(), stop));
+        let changed = Arc::new(tokio::sync::Notify::new());
+        let task = tokio::spawn(writer(
+            store.clone(),
+            rx,
+            cache.clone(),
+            changed.clone(),
+            stop,
+        ));
         (
             Self {
                 store,
                 queue: tx,
                 cache,
+                changed,
             },
             task,
         )
+    }
+
+    /// Notified after each commit that stored at least one record (the
+    /// republisher waits on it for fresh records).
+    pub fn changed(&self) -> Arc<tokio::sync::Notify> {
+        self.changed.clone()
     }
 
     /// Validates `bytes` as a record for `name` at `now` and stores it if it
@@ -315,6 +397,19 @@ impl NameService {
         Ok(found)
     }
 
+    /// The republish schedule rows of `names`, in order.
+    pub async fn schedules(&self, names: &[Name]) -> Result<Vec<Option<RepublishRow>>, IpnsError> {
+        let store = self.store.clone();
+        let keys: Vec<Vec<u8>> = names.iter().map(store_key).collect();
+        Ok(tokio::task::spawn_blocking(move || {
+            keys.iter()
+                .map(|k| store.republish_get(k))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|_| IpnsError::Closed)??)
+    }
+
     /// Up to `limit` stored records after `after` (by name key order).
     pub async fn list(&self, after: Option<&Name>, limit: usize) -> Result<Vec<Stored>, IpnsError> {
         let store = self.store.clone();
@@ -324,12 +419,15 @@ impl NameService {
             .map_err(|_| IpnsError::Closed)??;
         Ok(rows
             .into_iter()
-            .filter_map(|(key, row)| {
-                let mh = cid::multihash::Multihash::from_bytes(&key).ok()?;
-                Name::from_multihash(mh).ok().map(|n| stored(n, row))
-            })
+            .filter_map(|(key, row)| name_of_key(&key).map(|n| stored(n, row)))
             .collect())
     }
+}
+
+/// The name a store key belongs to.
+pub fn name_of_key(key: &[u8]) -> Option<Name> {
+    let mh = cid::multihash::Multihash::from_bytes(key).ok()?;
+    Name::from_multihash(mh).ok()
 }
 
 fn stored(name: Name, row: IpnsRow) -> Stored {
@@ -352,7 +450,7 @@ fn stored(name: Name, row: IpnsRow) -> Stored {
 
 /// The store key of a name: its peer-ID multihash bytes (the routing key
 /// without `/ipns/`).
-fn store_key(name: &Name) -> Vec<u8> {
+pub fn store_key(name: &Name) -> Vec<u8> {
     name.multihash().to_bytes()
 }
 
@@ -404,6 +502,7 @@ async fn writer(
     store: Arc<Store>,
     mut rx: mpsc::Receiver<Put>,
     cache: Arc<std::sync::Mutex<Cache>>,
+    changed: Arc<tokio::sync::Notify>,
     stop: CancellationToken,
 ) {
     loop {
@@ -440,6 +539,9 @@ async fn writer(
                             cache.insert(key, stored(*name, row));
                         }
                     }
+                }
+                if verdicts.iter().any(|v| matches!(v, Ok(true))) {
+                    changed.notify_one();
                 }
                 for (reply, verdict) in replies.into_iter().zip(verdicts) {
                     let outcome = verdict.map(|stored| {

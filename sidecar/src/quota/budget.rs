@@ -4,54 +4,13 @@
 //! epoch from a [`Clock`], so tests drive it with [`ManualClock`]. A clock
 //! that goes backwards is treated as standing still.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 /// Milliseconds in an hour, the resolution of the rolling day.
 pub const HOUR_MS: u64 = 3_600_000;
 
 /// Hours in the rolling day.
 pub const DAY_SLOTS: usize = 24;
 
-/// Wall-clock time in milliseconds since the Unix epoch.
-pub trait Clock: Send + Sync + 'static {
-    fn now_ms(&self) -> u64;
-}
-
-/// The system clock.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
-    }
-}
-
-/// A clock that moves only when told to (tests, benchmarks).
-#[derive(Debug, Default)]
-pub struct ManualClock(AtomicU64);
-
-impl ManualClock {
-    pub fn new(start_ms: u64) -> Self {
-        Self(AtomicU64::new(start_ms))
-    }
-
-    pub fn advance_ms(&self, ms: u64) {
-        self.0.fetch_add(ms, Ordering::SeqCst);
-    }
-
-    pub fn set_ms(&self, ms: u64) {
-        self.0.store(ms, Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now_ms(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
+pub use crate::clock::{Clock, ManualClock, SystemClock};
 
 /// A rate with a burst: `rate` units per second refill a bucket holding at
 /// most `burst` units. A rate of 0 means unlimited.

@@ -18,7 +18,10 @@
 
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use super::{Store, StoreError};
+use super::{
+    Store, StoreError,
+    republish::{ScheduleTables, mark_fresh},
+};
 
 pub(crate) const IPNS_RECORDS: TableDefinition<&[u8], &[u8]> =
     TableDefinition::new("ipns_records_v1");
@@ -48,6 +51,13 @@ pub struct IpnsRow {
 }
 
 impl IpnsRow {
+    /// End of validity in Unix milliseconds (0 for a time before 1970).
+    pub fn validity_ms(&self) -> u64 {
+        u64::try_from(self.validity_secs).map_or(0, |s| {
+            s.saturating_mul(1000) + u64::from(self.validity_nanos / 1_000_000)
+        })
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER_LEN + self.record.len());
         out.push(ROW_FORMAT);
@@ -117,6 +127,7 @@ impl Store {
         let mut wrote = false;
         {
             let mut table = tx.open_table(IPNS_RECORDS)?;
+            let mut schedule = ScheduleTables::open(&tx)?;
             for (key, row) in candidates {
                 let stored = table
                     .get(key.as_slice())?
@@ -125,6 +136,7 @@ impl Store {
                 let verdict = decide(key, stored.as_ref(), row);
                 if let Ok(true) = verdict {
                     table.insert(key.as_slice(), row.to_bytes().as_slice())?;
+                    mark_fresh(&mut schedule, key, row.received_at_ms)?;
                     wrote = true;
                 }
                 verdicts.push(verdict);

@@ -21,6 +21,7 @@
 //! | `shard_paths_v1` | canonical path | shard id `u32` |
 //! | `quota_days_v1` | quota counter key | day window (312 bytes) |
 //! | `ipns_records_v1` | IPNS name multihash | [`IpnsRow`]: metadata + record bytes |
+//! | `ipns_republish_v1`, `ipns_due_v1`, `ipns_failing_v1` | see [`republish`] | the republish schedule |
 //!
 //! # What survives a crash
 //!
@@ -40,6 +41,7 @@
 mod ipns;
 mod location;
 mod quota;
+pub mod republish;
 mod shard_meta;
 
 pub use ipns::IpnsRow;
