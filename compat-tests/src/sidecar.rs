@@ -264,6 +264,20 @@ impl Sidecar {
         }
     }
 
+    /// `kill -9`: no shutdown code runs. The data directory stays.
+    pub fn kill(&mut self) -> Result<()> {
+        let Some(mut d) = self.daemon.take() else {
+            bail!("sidecar not started");
+        };
+        d.signal("KILL")?;
+        let status = d.terminate(STOP_GRACE)?;
+        if status.success() {
+            bail!("sidecar exited cleanly despite SIGKILL");
+        }
+        self.http_addr = None;
+        Ok(())
+    }
+
     /// SIGTERM, and require a clean (zero) exit within [`STOP_GRACE`].
     pub fn stop(&mut self) -> Result<()> {
         let Some(mut d) = self.daemon.take() else {

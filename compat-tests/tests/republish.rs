@@ -1,0 +1,484 @@
+//! Republishing through Kubo on a real DHT on loopback.
+//!
+//! Four Kubo daemons (test profile, `Routing.Type=dht`, fixed loopback ports
+//! so a node can be stopped and started again at the same address) meshed
+//! with `swarm connect`; their LAN DHTs fill with each other. The sidecar
+//! republishes through node A (index 0) on a 15 s interval. Records are
+//! signed by js-ipns (npm `ipns`), PUT to the sidecar over its routing API.
+//!
+//! One test walks the whole life, because a DHT mesh takes a while to
+//! build: records reach node D (which never talks to the sidecar) and keep
+//! resolving there across cycles; a better record put into the DHT by node C
+//! is adopted and the older one never put again; Kubo A stopped for several
+//! cycles (names stay due, failures shown, `/readyz` 503), then back (every
+//! name caught up, exactly once); the sidecar `kill -9`ed mid-cycle and
+//! restarted after every name fell due (each caught up, spread, not burst);
+//! a record past its validity stops being put and is reported expired.
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use compat_tests::helia::Helia;
+use compat_tests::http;
+use compat_tests::kubo::Kubo;
+use compat_tests::metrics::Metrics;
+use compat_tests::sidecar::Sidecar;
+use serde_json::Value;
+
+const IPNS_RECORD: &str = "application/vnd.ipfs.ipns-record";
+const TOKEN: &str = "republish-test-token-0123";
+const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+const RPC_TIMEOUT: Duration = Duration::from_secs(60);
+/// Identity CIDs: values nobody has to fetch ("" and "a").
+const VALUE_1: &str = "/ipfs/bafkqaaa";
+const VALUE_2: &str = "/ipfs/bafkqaalb";
+/// The sidecar's republish interval in this test.
+const INTERVAL: Duration = Duration::from_secs(15);
+const NODES: usize = 4;
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A Kubo with a DHT, its API and swarm on fixed loopback ports.
+fn dht_node(label: &str) -> Result<(Kubo, String)> {
+    let kubo = Kubo::init(label, &[])?;
+    let (api, swarm) = (free_port()?, free_port()?);
+    let path = kubo.repo().join("config");
+    let mut config: Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+    config["Routing"]["Type"] = "dht".into();
+    config["Addresses"]["API"] = format!("/ip4/127.0.0.1/tcp/{api}").into();
+    config["Addresses"]["Swarm"] = vec![Value::from(format!("/ip4/127.0.0.1/tcp/{swarm}"))].into();
+    std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
+    Ok((kubo, format!("http://127.0.0.1:{api}")))
+}
+
+/// Peers in a node's LAN DHT routing table (`stats/dht`, NDJSON).
+fn lan_peers(kubo: &Kubo) -> Result<usize> {
+    let body = kubo.rpc("stats/dht", &[], RPC_TIMEOUT)?;
+    let mut n = 0;
+    for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let dht: Value = serde_json::from_slice(line)?;
+        if dht["Name"] == "lan" {
+            for bucket in dht["Buckets"].as_array().into_iter().flatten() {
+                n += bucket["Peers"].as_array().map_or(0, Vec::len);
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// Connects `nodes[i]` to every other node and waits until every routing
+/// table holds all the others.
+fn mesh(nodes: &[Kubo], only: Option<usize>) -> Result<()> {
+    for (i, a) in nodes.iter().enumerate() {
+        for (j, b) in nodes.iter().enumerate() {
+            if j > i && only.is_none_or(|o| o == i || o == j) {
+                let addr = b.id()?.addresses[0].clone();
+                a.swarm_connect(&addr)?;
+            }
+        }
+    }
+    wait(
+        "every LAN DHT to hold the other nodes",
+        Duration::from_secs(60),
+        || {
+            for k in nodes {
+                if lan_peers(k)? < nodes.len() - 1 {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        },
+    )
+}
+
+fn wait(what: &str, timeout: Duration, mut done: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done()? {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+struct Rig {
+    nodes: Vec<Kubo>,
+    sidecar: Sidecar,
+    helia: Helia,
+}
+
+impl Rig {
+    /// A js-ipns record for the key in `key` (made on first use).
+    fn record(
+        &self,
+        key: &str,
+        seq: u64,
+        value: &str,
+        lifetime: Duration,
+    ) -> Result<(String, Vec<u8>)> {
+        let key_file = self.helia.scratch().join(format!("{key}.key"));
+        let out = self.helia.scratch().join(format!("{key}-{seq}.bin"));
+        let made = self.helia.ipns(&[
+            "create",
+            "--key-file",
+            &key_file.to_string_lossy(),
+            "--value",
+            value,
+            "--seq",
+            &seq.to_string(),
+            "--lifetime-ms",
+            &lifetime.as_millis().to_string(),
+            "--ttl-ms",
+            "1000",
+            "--out",
+            &out.to_string_lossy(),
+        ])?;
+        let name = made["name"].as_str().context("name")?.to_string();
+        Ok((name, std::fs::read(&out)?))
+    }
+
+    fn put(&self, name: &str, record: &[u8]) -> Result<()> {
+        let r = http::request(
+            "PUT",
+            self.sidecar.http_addr()?,
+            &format!("/routing/v1/ipns/{name}"),
+            Some((IPNS_RECORD, record)),
+            HTTP_TIMEOUT,
+        )?;
+        ensure!(r.status == 200, "PUT {name}: {} {}", r.status, r.text());
+        Ok(())
+    }
+
+    fn admin(&self, path: &str) -> Result<Value> {
+        let r = self.sidecar.admin("GET", path, TOKEN, None)?;
+        ensure!(r.status == 200, "{path}: {} {}", r.status, r.text());
+        serde_json::from_slice(&r.body).with_context(|| r.text())
+    }
+
+    /// The republish part of `/admin/ipns/{name}`.
+    fn schedule(&self, name: &str) -> Result<Value> {
+        Ok(self.admin(&format!("/admin/ipns/{name}"))?["republish"].clone())
+    }
+
+    /// RFC 3339 time of the last successful put of `name`, if any.
+    fn last_success(&self, name: &str) -> Result<Option<String>> {
+        Ok(self.schedule(name)?["last_success"]
+            .as_str()
+            .map(str::to_owned))
+    }
+
+    fn wait_put_after(&self, name: &str, after: Option<&str>, timeout: Duration) -> Result<String> {
+        let mut last = None;
+        wait(&format!("a put of {name} after {after:?}"), timeout, || {
+            last = self.last_success(name)?;
+            Ok(last.is_some() && last.as_deref() > after)
+        })
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", self.sidecar.logs_tail()))?;
+        Ok(last.unwrap_or_default())
+    }
+
+    /// What node `i` resolves `name` to, going to the DHT (no cache).
+    fn resolve_on(&self, i: usize, name: &str) -> Result<String> {
+        let out = self.nodes[i].rpc(
+            "name/resolve",
+            &[("arg", &format!("/ipns/{name}")), ("nocache", "true")],
+            RPC_TIMEOUT,
+        )?;
+        let v: Value = serde_json::from_slice(&out)?;
+        Ok(v["Path"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// The record node `i` finds in the DHT for `name`.
+    fn routing_get_on(&self, i: usize, name: &str) -> Result<Vec<u8>> {
+        let out = self.nodes[i].rpc(
+            "routing/get",
+            &[("arg", &format!("/ipns/{name}"))],
+            RPC_TIMEOUT,
+        )?;
+        for line in out.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let v: Value = serde_json::from_slice(line)?;
+            if v["Type"] == 5 {
+                return decode_base64(v["Extra"].as_str().unwrap_or_default());
+            }
+        }
+        bail!("routing/get on node {i} found no value for {name}")
+    }
+
+    fn puts_ok(&self) -> Result<f64> {
+        let text = http::get(self.sidecar.http_addr()?, "/metrics", HTTP_TIMEOUT)?.text();
+        Ok(Metrics::parse(&text)?
+            .sum("sidecar_republish_puts_total", &[("result", "ok")])
+            .unwrap_or(0.0))
+    }
+}
+
+fn decode_base64(s: &str) -> Result<Vec<u8>> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.bytes().filter(|c| *c != b'=') {
+        let v = ALPHABET
+            .iter()
+            .position(|a| *a == c)
+            .context("not base64")? as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Ok(out)
+}
+
+fn start_sidecar(kubo_rpc: &str) -> Result<Sidecar> {
+    let mut sidecar = Sidecar::new()?;
+    for (k, v) in [
+        ("SIDECAR_KUBO__RPC", kubo_rpc),
+        ("SIDECAR_HTTP__ADMIN_TOKEN", TOKEN),
+        ("SIDECAR_REPUBLISH__INTERVAL", "15s"),
+        ("SIDECAR_REPUBLISH__JITTER", "0.1"),
+        ("SIDECAR_REPUBLISH__RETRY_MIN", "1s"),
+        ("SIDECAR_REPUBLISH__RETRY_MAX", "4s"),
+        ("SIDECAR_REPUBLISH__CATCH_UP_WINDOW", "6s"),
+        ("SIDECAR_REPUBLISH__PUT_TIMEOUT", "30s"),
+    ] {
+        sidecar.set_env(k, v);
+    }
+    sidecar.start()?;
+    Ok(sidecar)
+}
+
+#[test]
+fn records_stay_on_a_real_dht_through_outages_restarts_and_better_records() -> Result<()> {
+    let mut nodes = Vec::new();
+    let mut rpc_a = String::new();
+    for i in 0..NODES {
+        let (mut k, rpc) = dht_node(&format!("dht{i}"))?;
+        k.start("error")?;
+        if i == 0 {
+            rpc_a = rpc;
+        }
+        nodes.push(k);
+    }
+    mesh(&nodes, None)?;
+    let sidecar = start_sidecar(&rpc_a)?;
+    let mut rig = Rig {
+        nodes,
+        sidecar,
+        helia: Helia::new()?,
+    };
+
+    // 1. Records PUT to the sidecar reach node D through Kubo A.
+    let day = Duration::from_secs(86_400);
+    let mut names = Vec::new();
+    for k in 0..4 {
+        let (name, record) = rig.record(&format!("k{k}"), 1, VALUE_1, day)?;
+        rig.put(&name, &record)?;
+        names.push((name, record));
+    }
+    let mut first_put = Vec::new();
+    for (name, record) in &names {
+        first_put.push(rig.wait_put_after(name, None, Duration::from_secs(60))?);
+        let s = rig.schedule(name)?;
+        ensure!(s["state"] == "published", "{s}");
+        let reached = s["reached"].as_str().unwrap_or_default();
+        ensure!(
+            reached.ends_with(" DHT peers") && reached != "0 DHT peers",
+            "Kubo A knows the other nodes: {s}"
+        );
+        ensure!(
+            rig.routing_get_on(3, name)? == *record,
+            "D holds the exact bytes"
+        );
+        ensure!(rig.resolve_on(3, name)? == VALUE_1);
+    }
+    // ... and across cycles (each put seen by the sidecar, each time D
+    // resolving from the DHT with its cache bypassed).
+    for cycle in 0..3 {
+        let (name, _) = &names[0];
+        let before = rig.last_success(name)?;
+        let at = rig.wait_put_after(name, before.as_deref(), INTERVAL * 2)?;
+        ensure!(rig.resolve_on(3, name)? == VALUE_1, "cycle {cycle} at {at}");
+    }
+
+    // 4. A better record put into the DHT by node C is adopted before the
+    // next republish; the older one is never put again.
+    let (name, _) = names[1].clone();
+    let (_, better) = rig.record("k1", 2, VALUE_2, day)?;
+    let better_file = rig.helia.scratch().join("better.bin");
+    std::fs::write(&better_file, &better)?;
+    rig.nodes[2].cli(&["name", "put", &name, &better_file.to_string_lossy()])?;
+    wait(
+        "the sidecar to adopt the better record",
+        INTERVAL * 3,
+        || {
+            let r = rig.admin(&format!("/admin/ipns/{name}"))?;
+            Ok(r["sequence"] == 2 && r["source"] == "network")
+        },
+    )?;
+    let adopted_at = rig.wait_put_after(&name, None, Duration::from_secs(1))?;
+    let after = rig.wait_put_after(&name, Some(&adopted_at), INTERVAL * 2)?;
+    ensure!(
+        rig.schedule(&name)?["state"] == "published",
+        "put again at {after}"
+    );
+    ensure!(
+        rig.routing_get_on(3, &name)? == better,
+        "the network keeps the better record"
+    );
+    ensure!(rig.resolve_on(3, &name)? == VALUE_2);
+
+    // 2. Kubo A stopped for several cycles: names stay due, failures shown.
+    rig.nodes[0].stop()?;
+    let down = Instant::now();
+    wait("the sidecar to notice Kubo A is down", INTERVAL * 2, || {
+        let r = rig.admin("/admin/republish")?;
+        Ok(r["live"]["kubo_reachable"] == false)
+    })?;
+    let ready = http::get(rig.sidecar.http_addr()?, "/readyz", HTTP_TIMEOUT)?;
+    ensure!(
+        ready.status == 503,
+        "/readyz while Kubo is down: {}",
+        ready.text()
+    );
+    std::thread::sleep((INTERVAL * 3).saturating_sub(down.elapsed()));
+    let r = rig.admin("/admin/republish")?;
+    ensure!(
+        r["schedule"]["due_now"].as_u64() == Some(names.len() as u64),
+        "{r}"
+    );
+    ensure!(
+        r["live"]["failures_by_error"]["kubo_unreachable"].as_u64() >= Some(1),
+        "{r}"
+    );
+    ensure!(r["oldest_overdue"].is_string(), "{r}");
+    let ok_before = rig.puts_ok()?;
+    rig.nodes[0].start("error")?;
+    mesh(&rig.nodes, Some(0))?;
+    let back = Instant::now();
+    // Back: every name put once, within the 6 s catch-up window (plus a
+    // 5 s probe period), before the next cycle could start.
+    wait(
+        "every name to be caught up",
+        Duration::from_secs(20),
+        || Ok(rig.puts_ok()? >= ok_before + names.len() as f64),
+    )?;
+    ensure!(
+        back.elapsed() < INTERVAL,
+        "caught up in {:?}",
+        back.elapsed()
+    );
+    ensure!(
+        rig.puts_ok()? == ok_before + names.len() as f64,
+        "each name exactly once"
+    );
+    ensure!(http::get(rig.sidecar.http_addr()?, "/readyz", HTTP_TIMEOUT)?.status == 200);
+
+    // 3. kill -9 mid-cycle; restart after every name fell due: each is put
+    // again, spread over the window rather than at once.
+    rig.sidecar.kill()?;
+    std::thread::sleep(INTERVAL + Duration::from_secs(2));
+    let restart = humantime_now();
+    rig.sidecar.start()?;
+    let mut times = Vec::new();
+    for (name, _) in &names {
+        times.push(rig.wait_put_after(name, Some(&restart), Duration::from_secs(30))?);
+    }
+    times.sort();
+    ensure!(
+        times.first() != times.last() && spread_ms(&times)? >= 2_000,
+        "catch-up puts spread over the window, not a burst: {times:?}"
+    );
+    for (name, _) in &names {
+        ensure!(rig.resolve_on(3, name).is_ok());
+    }
+
+    // 5. A record past its validity stops being put and is reported expired.
+    let (short, record) = rig.record("short", 1, VALUE_1, Duration::from_secs(25))?;
+    rig.put(&short, &record)?;
+    rig.wait_put_after(&short, None, Duration::from_secs(30))?;
+    wait(
+        "the short record to expire",
+        Duration::from_secs(60),
+        || Ok(rig.schedule(&short)?["state"] == "expired"),
+    )?;
+    let last = rig.schedule(&short)?["last_success"].clone();
+    let gone = http::request_with_headers(
+        "GET",
+        rig.sidecar.http_addr()?,
+        &format!("/routing/v1/ipns/{short}"),
+        &[("Accept", IPNS_RECORD)],
+        None,
+        HTTP_TIMEOUT,
+    )?;
+    ensure!(gone.status == 404, "{}", gone.text());
+    std::thread::sleep(INTERVAL);
+    ensure!(
+        rig.schedule(&short)?["last_success"] == last,
+        "no put after expiry"
+    );
+    ensure!(rig.admin("/admin/republish")?["live"]["expired"].as_u64() >= Some(1));
+    rig.sidecar.stop()?;
+    Ok(())
+}
+
+fn humantime_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    rfc3339_millis(now.as_millis() as u64)
+}
+
+/// Unix ms as RFC 3339 UTC with milliseconds (the sidecar's format, so the
+/// strings compare in time order).
+fn rfc3339_millis(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+/// Milliseconds between the first and last of sorted RFC 3339 times.
+fn spread_ms(times: &[String]) -> Result<u64> {
+    let ms = |t: &str| -> Result<u64> {
+        let (hms, frac) = t
+            .get(11..23)
+            .and_then(|s| s.split_once('.'))
+            .context("time")?;
+        let mut parts = hms.split(':').map(str::parse::<u64>);
+        let (h, m, s) = (parts.next(), parts.next(), parts.next());
+        match (h, m, s) {
+            (Some(Ok(h)), Some(Ok(m)), Some(Ok(s))) => {
+                Ok(((h * 60 + m) * 60 + s) * 1000 + frac.parse::<u64>()?)
+            }
+            _ => bail!("bad time {t}"),
+        }
+    };
+    let (first, last) = (
+        times.first().context("empty")?,
+        times.last().context("empty")?,
+    );
+    Ok(ms(last)?.saturating_sub(ms(first)?))
+}
