@@ -517,6 +517,13 @@ impl RawRepublish {
                 "must not be shorter than republish.retry_min",
             ));
         }
+        if self.kubo_keys {
+            return Err(ConfigError::key(
+                "republish.kubo_keys",
+                "re-issuing Kubo's own keys is not available in this version; Kubo's own \
+                 republisher keeps them (Ipns.RepublishPeriod)",
+            ));
+        }
         Ok(RepublishConfig {
             enabled: self.enabled,
             policy: crate::ipns::republish::Policy {
@@ -760,6 +767,7 @@ mod tests {
             ("republish.method", "dht", "republish.method"),
             ("republish.concurrency", "0", "republish.concurrency"),
             ("kubo.auth", "token", "kubo.auth"),
+            ("republish.kubo_keys", "true", "republish.kubo_keys"),
             ("kubo.timeout", "never", "kubo.timeout"),
             ("nosuch.key", "1", "nosuch.key"),
             ("p2p.nosuch", "1", "p2p.nosuch"),
