@@ -187,6 +187,9 @@ impl Store {
             tx.open_table(SHARD_PATHS)?;
             tx.open_table(quota::QUOTA_DAYS)?;
             tx.open_table(ipns::IPNS_RECORDS)?;
+            tx.open_table(republish::REPUBLISH)?;
+            tx.open_table(republish::DUE)?;
+            tx.open_table(republish::FAILING)?;
         }
         tx.commit()?;
         Ok(Store {

@@ -340,6 +340,7 @@ impl Store {
         let records = tx.open_table(IPNS_RECORDS)?;
         let mut scan = DueScan::default();
         let start = [class];
+        debug_assert!(class < u8::MAX);
         let end = [class + 1];
         for entry in due.range::<&[u8]>(&start[..]..&end[..])? {
             let (k, _) = entry?;
@@ -496,6 +497,22 @@ mod tests {
             source: 1,
             record: format!("record {sequence}").into_bytes(),
         }
+    }
+
+    #[test]
+    fn a_fresh_store_has_an_empty_schedule() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("s.redb")).unwrap();
+        let scan = store
+            .republish_due(CLASS_REPUBLISH, u64::MAX - 1, 10, |_| false)
+            .unwrap();
+        assert!(scan.due.is_empty() && scan.next_due_ms.is_none());
+        assert_eq!(store.republish_count_due(CLASS_FRESH, 1).unwrap(), 0);
+        assert_eq!(
+            store.republish_counts(1).unwrap(),
+            ScheduleCounts::default()
+        );
+        assert!(store.republish_failing(10).unwrap().is_empty());
     }
 
     #[test]
