@@ -8,10 +8,23 @@
 //! every block they exchange travels over the connection under test. Telemetry is switched
 //! off in every process's environment (`IPFS_TELEMETRY=off`): nothing may leave the machine.
 //!
+//! [`Kubo::init_with`] applies the same pins, then lets the caller edit the config before it
+//! is written (e.g. `Routing.Type=dht` for [`crate::dht`]). A node whose `Addresses.API` has a
+//! non-zero port (see [`free_loopback_ports`]) keeps its RPC URL across [`Kubo::stop`] and
+//! [`Kubo::start`] ([`Kubo::rpc_url`]); the repo, keys and DHT datastore survive a stop, so
+//! [`Kubo::restart`] brings back the same peer with the same records. [`Kubo::set_env`] adds
+//! environment to every later `ipfs` process; `TEST_DHT_STUB` is never inherited from the
+//! test's own environment, so a stray export cannot change the DHT under test.
+//!
+//! Thin RPC helpers cover what DHT and IPNS tests do: `block put`, `key gen`,
+//! `name publish|resolve|get|put`, `routing get|put` (file arguments go as
+//! `multipart/form-data`, [`Kubo::rpc_with_file`]). An RPC error carries Kubo's `Message`.
+//!
 //! The daemon's go-log output goes to `<dir>/golog.jsonl` as JSON lines
-//! ([`Kubo::golog_lines`]), so tests can observe what Kubo's Bitswap client saw.
-//! Dropping a [`Kubo`] kills its daemon and removes its directory.
+//! ([`Kubo::golog_lines`]), so tests can observe what Kubo's Bitswap client saw; every run
+//! appends to it. Dropping a [`Kubo`] kills its daemon and removes its directory.
 
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -47,13 +60,27 @@ pub struct KuboId {
     pub addresses: Vec<String>,
 }
 
+/// Multipart boundary of RPC file arguments; a body that contains it is refused.
+const MULTIPART_BOUNDARY: &str = "compat-tests-kubo-rpc-boundary-5b1e0c9a";
+/// Kubo's `routing.QueryEvent` type of an event that carries a value (`Extra`, base64).
+const QUERY_EVENT_VALUE: u64 = 5;
+
 /// One Kubo node; see the module docs.
 pub struct Kubo {
     label: String,
     bin: PathBuf,
     // Field order matters: the daemon must be killed before its directory is removed.
     daemon: Option<Daemon>,
+    /// `host:port` of the running daemon's API (from `$IPFS_PATH/api`).
     api: Option<String>,
+    /// `host:port` of the API when the config pins a port, known before any start.
+    pinned_api: Option<String>,
+    /// go-log levels of the last start, reused by [`Kubo::restart`].
+    log_level: Option<String>,
+    /// How many times the daemon was started (names each run's stdout/stderr files).
+    runs: u32,
+    /// Extra environment of every later `ipfs` process ([`Kubo::set_env`]).
+    env: Vec<(String, String)>,
     repo: PathBuf,
     dir: TempDir,
 }
@@ -61,16 +88,30 @@ pub struct Kubo {
 impl Kubo {
     /// Creates a fresh repo (not started) listening on `swarm` once started.
     pub fn init(label: &str, swarm: &[&str]) -> Result<Kubo> {
+        Kubo::init_with(label, swarm, |_| Ok(()))
+    }
+
+    /// Like [`Kubo::init`], then `edit` changes the parsed config before it is written: it
+    /// sees the pins described in the module docs and may override any of them.
+    pub fn init_with(
+        label: &str,
+        swarm: &[&str],
+        edit: impl FnOnce(&mut Value) -> Result<()>,
+    ) -> Result<Kubo> {
         let bin = tools::kubo_bin()?;
         let dir = tempfile::Builder::new()
             .prefix(&format!("compat-kubo-{label}-"))
             .tempdir()?;
         let repo = dir.path().join("repo");
-        let kubo = Kubo {
+        let mut kubo = Kubo {
             label: label.to_owned(),
             bin,
             daemon: None,
             api: None,
+            pinned_api: None,
+            log_level: None,
+            runs: 0,
+            env: Vec::new(),
             repo,
             dir,
         };
@@ -82,13 +123,41 @@ impl Kubo {
         config["Addresses"]["Gateway"] = "/ip4/127.0.0.1/tcp/0".into();
         config["Addresses"]["Swarm"] = swarm.iter().map(|s| Value::from(*s)).collect();
         config["Routing"]["Type"] = "none".into();
+        edit(&mut config).with_context(|| format!("editing the config of kubo {label}"))?;
         std::fs::write(&config_path, serde_json::to_vec_pretty(&config)?)?;
+        if let Some(ma) = config["Addresses"]["API"].as_str() {
+            let addr = multiaddr_to_host_port(ma)?;
+            if !addr.ends_with(":0") {
+                kubo.pinned_api = Some(addr);
+            }
+        }
         Ok(kubo)
     }
 
     /// The label given at init (used in process and error names).
     pub fn label(&self) -> &str {
         &self.label
+    }
+
+    /// `http://host:port` of the RPC API, stable across restarts when the port is pinned.
+    ///
+    /// # Panics
+    ///
+    /// If the API port is chosen at start (`Kubo::init`) and the daemon is not running: the
+    /// URL is then unknown. Pin the port with [`Kubo::init_with`] to know it up front.
+    pub fn rpc_url(&self) -> String {
+        match self.pinned_api.as_ref().or(self.api.as_ref()) {
+            Some(addr) => format!("http://{addr}"),
+            None => panic!(
+                "kubo {}: the RPC port is chosen at start and the daemon is not running",
+                self.label
+            ),
+        }
+    }
+
+    /// Whether the daemon was started and not stopped since.
+    pub fn is_running(&self) -> bool {
+        self.daemon.is_some()
     }
 
     /// `$IPFS_PATH` of this node.
@@ -108,8 +177,17 @@ impl Kubo {
             .env("IPFS_PATH", &self.repo)
             .env("IPFS_TELEMETRY", "off")
             .env_remove("IPFS_HTTP_ROUTERS")
-            .env_remove("GOLOG_LOG_LEVEL");
+            .env_remove("TEST_DHT_STUB")
+            .env_remove("GOLOG_LOG_LEVEL")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
+    }
+
+    /// Sets `key=value` in the environment of every later `ipfs` process of this node (the
+    /// daemon, restarts included, and CLI calls), e.g. `TEST_DHT_STUB=1`.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
     }
 
     /// Runs `ipfs <args>` to completion and returns its stdout.
@@ -146,7 +224,14 @@ impl Kubo {
         cmd.env("GOLOG_LOG_LEVEL", log_level)
             .env("GOLOG_LOG_FMT", "json")
             .env("GOLOG_FILE", self.golog_path());
-        let name = format!("kubo-{}-daemon", self.label);
+        self.runs += 1;
+        self.log_level = Some(log_level.to_owned());
+        // The first run keeps the historical file names; later runs get their own files, so a
+        // restart does not erase the logs of the run before it.
+        let name = match self.runs {
+            1 => format!("kubo-{}-daemon", self.label),
+            n => format!("kubo-{}-daemon-{n}", self.label),
+        };
         let mut daemon = Daemon::spawn(&name, cmd, self.dir.path())?;
         let api_file = self.repo.join("api");
         let stdout = daemon.stdout_path().to_path_buf();
@@ -164,6 +249,18 @@ impl Kubo {
         self.daemon = Some(daemon);
         self.api = Some(api);
         Ok(())
+    }
+
+    /// [`Kubo::stop`], then [`Kubo::start`] with the log levels of the last start. The repo
+    /// (keys, datastore, DHT records) survives; with pinned ports (see the module docs) the
+    /// node comes back at the same RPC URL and swarm address.
+    pub fn restart(&mut self) -> Result<()> {
+        let log_level = self
+            .log_level
+            .clone()
+            .ok_or_else(|| anyhow!("kubo {} was never started", self.label))?;
+        self.stop()?;
+        self.start(&log_level)
     }
 
     /// Path of the daemon's JSON go-log file.
@@ -191,6 +288,30 @@ impl Kubo {
     /// Calls `POST /api/v0/<cmd>?<query>` and returns the body; an HTTP error or a streamed
     /// `X-Stream-Error` trailer becomes an error carrying Kubo's message.
     pub fn rpc(&self, cmd: &str, query: &[(&str, &str)], timeout: Duration) -> Result<Vec<u8>> {
+        self.rpc_body(cmd, query, None, timeout)
+    }
+
+    /// Like [`Kubo::rpc`], with one file argument (`file`, sent as `multipart/form-data`, the
+    /// way `ipfs <cmd> <file>` sends it).
+    pub fn rpc_with_file(
+        &self,
+        cmd: &str,
+        query: &[(&str, &str)],
+        file: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>> {
+        let body = multipart_file(file)?;
+        let content_type = format!("multipart/form-data; boundary={MULTIPART_BOUNDARY}");
+        self.rpc_body(cmd, query, Some((&content_type, &body)), timeout)
+    }
+
+    fn rpc_body(
+        &self,
+        cmd: &str,
+        query: &[(&str, &str)],
+        body: Option<(&str, &[u8])>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>> {
         let api = self
             .api
             .as_deref()
@@ -200,14 +321,19 @@ impl Kubo {
             .map(|(k, v)| format!("{k}={}", http::encode_query_value(v)))
             .collect();
         let path = format!("/api/v0/{cmd}?{}", qs.join("&"));
-        let resp = http::request("POST", api, &path, None, timeout)
+        let resp = http::request("POST", api, &path, body, timeout)
             .with_context(|| format!("kubo {} RPC {cmd}", self.label))?;
         if resp.status != 200 {
+            // Kubo's error body is `{"Message","Code","Type":"error"}`: show the message
+            // decoded (it JSON-escapes `<`, `>` and `&`), else the raw body.
+            let message = serde_json::from_slice::<Value>(&resp.body)
+                .ok()
+                .and_then(|v| v["Message"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| resp.text());
             bail!(
-                "kubo {} RPC {path} → HTTP {}: {}",
+                "kubo {} RPC {path} → HTTP {}: {message}",
                 self.label,
-                resp.status,
-                resp.text()
+                resp.status
             );
         }
         if let Some(err) = resp.trailers.iter().find(|(k, _)| k == "x-stream-error") {
@@ -271,6 +397,88 @@ impl Kubo {
         self.rpc_json("bitswap/stat", &[])
     }
 
+    /// `ipfs block put` of `data` (raw codec): its CID.
+    pub fn block_put(&self, data: &[u8]) -> Result<String> {
+        let v: Value = json_of(self.rpc_with_file("block/put", &[], data, RPC_TIMEOUT)?)?;
+        str_field(&v, "Key")
+    }
+
+    /// `ipfs key gen <name>` (Ed25519): the IPNS name of the new key (`k51…`).
+    pub fn key_gen(&self, name: &str) -> Result<String> {
+        let v = self.rpc_json("key/gen", &[("arg", name), ("type", "ed25519")])?;
+        str_field(&v, "Id")
+    }
+
+    /// `ipfs name publish --key=<key> --resolve=false --lifetime --ttl <value>`: the name.
+    /// On a DHT node this returns once the record was put to the closest peers.
+    pub fn name_publish(
+        &self,
+        key: &str,
+        value: &str,
+        lifetime: Duration,
+        ttl: Duration,
+    ) -> Result<String> {
+        let (lifetime, ttl) = (go_duration(lifetime), go_duration(ttl));
+        let query = [
+            ("arg", value),
+            ("key", key),
+            ("resolve", "false"),
+            ("lifetime", &lifetime),
+            ("ttl", &ttl),
+        ];
+        let v: Value = json_of(self.rpc("name/publish", &query, RPC_TIMEOUT)?)?;
+        str_field(&v, "Name")
+    }
+
+    /// `ipfs name resolve [--nocache] /ipns/<name>`: the path it points to.
+    pub fn name_resolve(&self, name: &str, nocache: bool) -> Result<String> {
+        let path = format!("/ipns/{name}");
+        let nocache = if nocache { "true" } else { "false" };
+        let query = [("arg", path.as_str()), ("nocache", nocache)];
+        let v: Value = json_of(self.rpc("name/resolve", &query, RPC_TIMEOUT)?)?;
+        str_field(&v, "Path")
+    }
+
+    /// `ipfs name get <name>`: the raw record bytes the node finds (Kubo v0.40+).
+    pub fn name_get(&self, name: &str) -> Result<Vec<u8>> {
+        self.rpc("name/get", &[("arg", name)], RPC_TIMEOUT)
+    }
+
+    /// `ipfs name put <name> <record>` (Kubo v0.40+): validates the record (signature, size,
+    /// sequence above the record the node finds) and puts it into the routing system. A
+    /// lower sequence fails with "existing IPNS record has sequence N >= new record sequence
+    /// M, use 'ipfs name put --force' to skip this check"; identical bytes are accepted.
+    pub fn name_put(&self, name: &str, record: &[u8]) -> Result<()> {
+        self.rpc_with_file("name/put", &[("arg", name)], record, RPC_TIMEOUT)?;
+        Ok(())
+    }
+
+    /// `ipfs routing get <key>` (e.g. `/ipns/<name>`): the value bytes.
+    pub fn routing_get(&self, key: &str) -> Result<Vec<u8>> {
+        let body = self.rpc("routing/get", &[("arg", key)], RPC_TIMEOUT)?;
+        for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let event: Value = serde_json::from_slice(line).with_context(|| {
+                format!("routing/get: bad line {:?}", String::from_utf8_lossy(line))
+            })?;
+            if event["Type"].as_u64() == Some(QUERY_EVENT_VALUE) {
+                return decode_base64(event["Extra"].as_str().unwrap_or_default());
+            }
+        }
+        bail!(
+            "kubo {} routing get {key}: no value event in {}",
+            self.label,
+            String::from_utf8_lossy(&body)
+        )
+    }
+
+    /// `ipfs routing put <key> <value>`. Kubo reports success on an online node even when no
+    /// peer took the value, and for a record older than the node's own copy (its DHT store
+    /// refuses it and nothing is sent): check with a get elsewhere.
+    pub fn routing_put(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.rpc_with_file("routing/put", &[("arg", key)], value, RPC_TIMEOUT)?;
+        Ok(())
+    }
+
     /// Starts a long-running `ipfs <args>` client call as a killable process (its request
     /// is cancelled inside the daemon when the process dies).
     pub fn spawn_cli(&self, name: &str, args: &[&str]) -> Result<Daemon> {
@@ -298,6 +506,86 @@ impl Kubo {
     }
 }
 
+/// `n` distinct TCP ports free on 127.0.0.1 right now, for configs that must pin ports.
+///
+/// The listeners that found them are all held until every port is chosen (so the ports are
+/// distinct) and then closed: another process may still grab one before Kubo binds it. Ports
+/// come from the kernel's ephemeral range.
+pub fn free_loopback_ports(n: usize) -> Result<Vec<u16>> {
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("binding 127.0.0.1:0")?;
+    listeners
+        .iter()
+        .map(|l| Ok(l.local_addr()?.port()))
+        .collect()
+}
+
+/// `/ip4/127.0.0.1/tcp/<port>`.
+pub fn loopback_tcp(port: u16) -> String {
+    format!("/ip4/127.0.0.1/tcp/{port}")
+}
+
+/// A Go `time.ParseDuration` string (`"1500ms"`).
+fn go_duration(d: Duration) -> String {
+    format!("{}ms", d.as_millis())
+}
+
+fn json_of(body: Vec<u8>) -> Result<Value> {
+    serde_json::from_slice(&body)
+        .with_context(|| format!("not JSON: {}", String::from_utf8_lossy(&body)))
+}
+
+fn str_field(v: &Value, key: &str) -> Result<String> {
+    v[key]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("no {key} in {v}"))
+}
+
+/// One `file` part holding `data`, as the Kubo RPC expects file arguments.
+fn multipart_file(data: &[u8]) -> Result<Vec<u8>> {
+    if data
+        .windows(MULTIPART_BOUNDARY.len())
+        .any(|w| w == MULTIPART_BOUNDARY.as_bytes())
+    {
+        bail!("the file contains the multipart boundary");
+    }
+    let mut body = format!(
+        "--{MULTIPART_BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"file\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(data);
+    body.extend_from_slice(format!("\r\n--{MULTIPART_BOUNDARY}--\r\n").as_bytes());
+    Ok(body)
+}
+
+/// Standard base64 (RFC 4648, padding optional), as Kubo puts record bytes in `Extra`.
+fn decode_base64(text: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text.trim_end_matches('=').bytes() {
+        let sextet = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => bail!("not base64: byte {c:#04x} in {text:?}"),
+        };
+        acc = (acc << 6) | u32::from(sextet);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Ok(out)
+}
+
 /// `/ip4/127.0.0.1/tcp/5001` → `127.0.0.1:5001`.
 pub fn multiaddr_to_host_port(ma: &str) -> Result<String> {
     let parts: Vec<&str> = ma.split('/').collect();
@@ -305,5 +593,35 @@ pub fn multiaddr_to_host_port(ma: &str) -> Result<String> {
         ["", "ip4", host, "tcp", port, ..] => Ok(format!("{host}:{port}")),
         ["", "ip6", host, "tcp", port, ..] => Ok(format!("[{host}]:{port}")),
         _ => bail!("unsupported API multiaddr {ma:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_base64_with_and_without_padding() {
+        assert_eq!(decode_base64("aGVsbG8=").unwrap(), b"hello");
+        assert_eq!(decode_base64("aGVsbG8").unwrap(), b"hello");
+        assert_eq!(decode_base64("AAEC/w==").unwrap(), [0, 1, 2, 255]);
+        assert!(decode_base64("a-b").is_err());
+    }
+
+    #[test]
+    fn free_ports_are_distinct() {
+        let ports = free_loopback_ports(8).unwrap();
+        let mut sorted = ports.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 8, "{ports:?}");
+    }
+
+    #[test]
+    fn multipart_wraps_one_file_part() {
+        let body = String::from_utf8(multipart_file(b"abc").unwrap()).unwrap();
+        assert!(body.contains("name=\"file\""), "{body}");
+        assert!(body.ends_with(&format!("\r\nabc\r\n--{MULTIPART_BOUNDARY}--\r\n")));
+        assert!(multipart_file(MULTIPART_BOUNDARY.as_bytes()).is_err());
     }
 }

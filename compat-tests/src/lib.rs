@@ -21,6 +21,7 @@
 //! ever skipped.
 
 pub mod car;
+pub mod dht;
 pub mod fixture;
 pub mod helia;
 pub mod http;
