@@ -67,20 +67,27 @@ def kubo_nodes(kubo: Path, setup: str, work: Path) -> list[KuboNode]:
     return nodes
 
 
+class RepublishingSidecar(Sidecar):
+    """A sidecar republishing through `kubo_rpc` with `concurrency` in flight."""
+
+    def __init__(self, *args, kubo_rpc: str, concurrency: int, allow_offline: bool):
+        super().__init__(*args)
+        self.extra = {
+            "SIDECAR_KUBO__RPC": kubo_rpc,
+            "SIDECAR_REPUBLISH__CONCURRENCY": str(concurrency),
+            "SIDECAR_REPUBLISH__ALLOW_OFFLINE": "true" if allow_offline else "false",
+        }
+
+    def env(self) -> dict:
+        return {**super().env(), **self.extra}
+
+
 def trial(sidecar_bin: Path, loadgen: Path, kubo_a: KuboNode, setup: str, conc: int,
           records: int, work: Path) -> dict:
     data = work / f"sidecar-{setup}-{conc}"
-    sidecar = Sidecar(sidecar_bin, data, work / f"sidecar-{setup}-{conc}.log", None)
-    env = sidecar.env
-
-    def env_with():
-        e = env()
-        e["SIDECAR_KUBO__RPC"] = kubo_a.api
-        e["SIDECAR_REPUBLISH__CONCURRENCY"] = str(conc)
-        e["SIDECAR_REPUBLISH__ALLOW_OFFLINE"] = "true" if setup == "offline" else "false"
-        return e
-
-    sidecar.env = env_with
+    sidecar = RepublishingSidecar(sidecar_bin, data, work / f"sidecar-{setup}-{conc}.log", None,
+                                  kubo_rpc=kubo_a.api, concurrency=conc,
+                                  allow_offline=setup == "offline")
     sidecar.start()
     try:
         started = time.monotonic()

@@ -1,8 +1,8 @@
 //! Republishing through Kubo on a real DHT on loopback.
 //!
-//! Four Kubo daemons (test profile, `Routing.Type=dht`, fixed loopback ports
-//! so a node can be stopped and started again at the same address) meshed
-//! with `swarm connect`; their LAN DHTs fill with each other. The sidecar
+//! Four Kubo daemons in a [`DhtMesh`] (test profile, `Routing.Type=dht`,
+//! fixed loopback ports so a node can be stopped and started again at the
+//! same address), their LAN DHTs filled with each other. The sidecar
 //! republishes through node A (index 0) on a 15 s interval. Records are
 //! signed by js-ipns (npm `ipns`), PUT to the sidecar over its routing API.
 //!
@@ -15,13 +15,12 @@
 //! restarted after every name fell due (each caught up, spread, not burst);
 //! a record past its validity stops being put and is reported expired.
 
-use std::net::TcpListener;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail, ensure};
+use compat_tests::dht::DhtMesh;
 use compat_tests::helia::Helia;
 use compat_tests::http;
-use compat_tests::kubo::Kubo;
 use compat_tests::metrics::Metrics;
 use compat_tests::sidecar::Sidecar;
 use serde_json::Value;
@@ -29,70 +28,12 @@ use serde_json::Value;
 const IPNS_RECORD: &str = "application/vnd.ipfs.ipns-record";
 const TOKEN: &str = "republish-test-token-0123";
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
-const RPC_TIMEOUT: Duration = Duration::from_secs(60);
 /// Identity CIDs: values nobody has to fetch ("" and "a").
 const VALUE_1: &str = "/ipfs/bafkqaaa";
 const VALUE_2: &str = "/ipfs/bafkqaalb";
 /// The sidecar's republish interval in this test.
 const INTERVAL: Duration = Duration::from_secs(15);
 const NODES: usize = 4;
-
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// A Kubo with a DHT, its API and swarm on fixed loopback ports.
-fn dht_node(label: &str) -> Result<(Kubo, String)> {
-    let kubo = Kubo::init(label, &[])?;
-    let (api, swarm) = (free_port()?, free_port()?);
-    let path = kubo.repo().join("config");
-    let mut config: Value = serde_json::from_slice(&std::fs::read(&path)?)?;
-    config["Routing"]["Type"] = "dht".into();
-    config["Addresses"]["API"] = format!("/ip4/127.0.0.1/tcp/{api}").into();
-    config["Addresses"]["Swarm"] = vec![Value::from(format!("/ip4/127.0.0.1/tcp/{swarm}"))].into();
-    std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
-    Ok((kubo, format!("http://127.0.0.1:{api}")))
-}
-
-/// Peers in a node's LAN DHT routing table (`stats/dht`, NDJSON).
-fn lan_peers(kubo: &Kubo) -> Result<usize> {
-    let body = kubo.rpc("stats/dht", &[], RPC_TIMEOUT)?;
-    let mut n = 0;
-    for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        let dht: Value = serde_json::from_slice(line)?;
-        if dht["Name"] == "lan" {
-            for bucket in dht["Buckets"].as_array().into_iter().flatten() {
-                n += bucket["Peers"].as_array().map_or(0, Vec::len);
-            }
-        }
-    }
-    Ok(n)
-}
-
-/// Connects `nodes[i]` to every other node and waits until every routing
-/// table holds all the others.
-fn mesh(nodes: &[Kubo], only: Option<usize>) -> Result<()> {
-    for (i, a) in nodes.iter().enumerate() {
-        for (j, b) in nodes.iter().enumerate() {
-            if j > i && only.is_none_or(|o| o == i || o == j) {
-                let addr = b.id()?.addresses[0].clone();
-                a.swarm_connect(&addr)?;
-            }
-        }
-    }
-    wait(
-        "every LAN DHT to hold the other nodes",
-        Duration::from_secs(60),
-        || {
-            for k in nodes {
-                if lan_peers(k)? < nodes.len() - 1 {
-                    return Ok(false);
-                }
-            }
-            Ok(true)
-        },
-    )
-}
 
 fn wait(what: &str, timeout: Duration, mut done: impl FnMut() -> Result<bool>) -> Result<()> {
     let deadline = Instant::now() + timeout;
@@ -108,7 +49,7 @@ fn wait(what: &str, timeout: Duration, mut done: impl FnMut() -> Result<bool>) -
 }
 
 struct Rig {
-    nodes: Vec<Kubo>,
+    mesh: DhtMesh,
     sidecar: Sidecar,
     helia: Helia,
 }
@@ -183,31 +124,14 @@ impl Rig {
         Ok(last.unwrap_or_default())
     }
 
-    /// What node `i` resolves `name` to, going to the DHT (no cache).
+    /// What node `i` resolves `name` to, going past its resolve cache.
     fn resolve_on(&self, i: usize, name: &str) -> Result<String> {
-        let out = self.nodes[i].rpc(
-            "name/resolve",
-            &[("arg", &format!("/ipns/{name}")), ("nocache", "true")],
-            RPC_TIMEOUT,
-        )?;
-        let v: Value = serde_json::from_slice(&out)?;
-        Ok(v["Path"].as_str().unwrap_or_default().to_string())
+        self.mesh.node(i).name_resolve(name, true)
     }
 
     /// The record node `i` finds in the DHT for `name`.
     fn routing_get_on(&self, i: usize, name: &str) -> Result<Vec<u8>> {
-        let out = self.nodes[i].rpc(
-            "routing/get",
-            &[("arg", &format!("/ipns/{name}"))],
-            RPC_TIMEOUT,
-        )?;
-        for line in out.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let v: Value = serde_json::from_slice(line)?;
-            if v["Type"] == 5 {
-                return decode_base64(v["Extra"].as_str().unwrap_or_default());
-            }
-        }
-        bail!("routing/get on node {i} found no value for {name}")
+        self.mesh.node(i).routing_get(&format!("/ipns/{name}"))
     }
 
     fn puts_ok(&self) -> Result<f64> {
@@ -216,25 +140,6 @@ impl Rig {
             .sum("sidecar_republish_puts_total", &[("result", "ok")])
             .unwrap_or(0.0))
     }
-}
-
-fn decode_base64(s: &str) -> Result<Vec<u8>> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::new();
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in s.bytes().filter(|c| *c != b'=') {
-        let v = ALPHABET
-            .iter()
-            .position(|a| *a == c)
-            .context("not base64")? as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Ok(out)
 }
 
 fn start_sidecar(kubo_rpc: &str) -> Result<Sidecar> {
@@ -257,20 +162,10 @@ fn start_sidecar(kubo_rpc: &str) -> Result<Sidecar> {
 
 #[test]
 fn records_stay_on_a_real_dht_through_outages_restarts_and_better_records() -> Result<()> {
-    let mut nodes = Vec::new();
-    let mut rpc_a = String::new();
-    for i in 0..NODES {
-        let (mut k, rpc) = dht_node(&format!("dht{i}"))?;
-        k.start("error")?;
-        if i == 0 {
-            rpc_a = rpc;
-        }
-        nodes.push(k);
-    }
-    mesh(&nodes, None)?;
-    let sidecar = start_sidecar(&rpc_a)?;
+    let mesh = DhtMesh::start(NODES)?;
+    let sidecar = start_sidecar(&mesh.node(0).rpc_url())?;
     let mut rig = Rig {
-        nodes,
+        mesh,
         sidecar,
         helia: Helia::new()?,
     };
@@ -314,7 +209,9 @@ fn records_stay_on_a_real_dht_through_outages_restarts_and_better_records() -> R
     let (_, better) = rig.record("k1", 2, VALUE_2, day)?;
     let better_file = rig.helia.scratch().join("better.bin");
     std::fs::write(&better_file, &better)?;
-    rig.nodes[2].cli(&["name", "put", &name, &better_file.to_string_lossy()])?;
+    rig.mesh
+        .node(2)
+        .cli(&["name", "put", &name, &better_file.to_string_lossy()])?;
     wait(
         "the sidecar to adopt the better record",
         INTERVAL * 3,
@@ -336,7 +233,7 @@ fn records_stay_on_a_real_dht_through_outages_restarts_and_better_records() -> R
     ensure!(rig.resolve_on(3, &name)? == VALUE_2);
 
     // 2. Kubo A stopped for several cycles: names stay due, failures shown.
-    rig.nodes[0].stop()?;
+    rig.mesh.node_mut(0).stop()?;
     let down = Instant::now();
     wait("the sidecar to notice Kubo A is down", INTERVAL * 2, || {
         let r = rig.admin("/admin/republish")?;
@@ -360,8 +257,7 @@ fn records_stay_on_a_real_dht_through_outages_restarts_and_better_records() -> R
     );
     ensure!(r["oldest_overdue"].is_string(), "{r}");
     let ok_before = rig.puts_ok()?;
-    rig.nodes[0].start("error")?;
-    mesh(&rig.nodes, Some(0))?;
+    rig.mesh.restart(0)?;
     let back = Instant::now();
     // Back: every name put once, within the 6 s catch-up window (plus a
     // 5 s probe period), before the next cycle could start.
@@ -385,7 +281,7 @@ fn records_stay_on_a_real_dht_through_outages_restarts_and_better_records() -> R
     // again, spread over the window rather than at once.
     rig.sidecar.kill()?;
     std::thread::sleep(INTERVAL + Duration::from_secs(2));
-    let restart = humantime_now();
+    let restart = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
     rig.sidecar.start()?;
     let mut times = Vec::new();
     for (name, _) in &names {
@@ -429,56 +325,15 @@ fn records_stay_on_a_real_dht_through_outages_restarts_and_better_records() -> R
     Ok(())
 }
 
-fn humantime_now() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    rfc3339_millis(now.as_millis() as u64)
-}
-
-/// Unix ms as RFC 3339 UTC with milliseconds (the sidecar's format, so the
-/// strings compare in time order).
-fn rfc3339_millis(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms % 1000
-    )
-}
-
 /// Milliseconds between the first and last of sorted RFC 3339 times.
 fn spread_ms(times: &[String]) -> Result<u64> {
-    let ms = |t: &str| -> Result<u64> {
-        let (hms, frac) = t
-            .get(11..23)
-            .and_then(|s| s.split_once('.'))
-            .context("time")?;
-        let mut parts = hms.split(':').map(str::parse::<u64>);
-        let (h, m, s) = (parts.next(), parts.next(), parts.next());
-        match (h, m, s) {
-            (Some(Ok(h)), Some(Ok(m)), Some(Ok(s))) => {
-                Ok(((h * 60 + m) * 60 + s) * 1000 + frac.parse::<u64>()?)
-            }
-            _ => bail!("bad time {t}"),
-        }
-    };
+    let at = |t: &String| humantime::parse_rfc3339(t).with_context(|| format!("time {t}"));
     let (first, last) = (
         times.first().context("empty")?,
         times.last().context("empty")?,
     );
-    Ok(ms(last)?.saturating_sub(ms(first)?))
+    Ok(at(last)?
+        .duration_since(at(first)?)
+        .unwrap_or_default()
+        .as_millis() as u64)
 }

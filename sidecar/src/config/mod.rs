@@ -63,8 +63,8 @@ pub struct RepublishConfig {
     pub kubo_keys: bool,
 }
 
-/// The longest republish interval accepted: a quarter of the DHT's 48 h
-/// record expiry, so three puts can fail before a record falls out.
+/// The longest republish interval accepted: half the DHT's 48 h record
+/// expiry, so a record survives one failed cycle.
 pub const MAX_REPUBLISH_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 
 /// `[quota]`: where the quota policy lives and how often counters are saved.

@@ -185,6 +185,13 @@ async fn get_peers(
     }
 }
 
+fn name_service(s: &ApiState) -> Result<crate::ipns::service::NameService, Refusal> {
+    s.names.clone().ok_or(Refusal {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        message: "the name service is not running",
+    })
+}
+
 #[derive(Deserialize)]
 struct IpnsQuery {
     /// Start after this name (the last one of the previous page).
@@ -205,11 +212,9 @@ async fn get_ipns(
     if let Err(r) = authorize(&s, &headers) {
         return r.into_response();
     }
-    let Some(names) = s.names.clone() else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the name service is not running",
-        );
+    let names = match name_service(&s) {
+        Ok(n) => n,
+        Err(r) => return r.into_response(),
     };
     let after = match q.after.as_deref().map(crate::ipns::Name::parse).transpose() {
         Ok(after) => after,
@@ -248,11 +253,9 @@ async fn get_ipns_name(
     if let Err(r) = authorize(&s, &headers) {
         return r.into_response();
     }
-    let Some(names) = s.names.clone() else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the name service is not running",
-        );
+    let names = match name_service(&s) {
+        Ok(n) => n,
+        Err(r) => return r.into_response(),
     };
     let name = match crate::ipns::Name::parse(&name) {
         Ok(n) => n,
@@ -307,9 +310,7 @@ async fn get_republish(State(s): State<ApiState>, headers: HeaderMap) -> Respons
     let Some(store) = s.store.clone() else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "the store is not open");
     };
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now_ms = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
     let read = tokio::task::spawn_blocking(move || {
         Ok::<_, crate::store::StoreError>((
             store.republish_counts(now_ms)?,

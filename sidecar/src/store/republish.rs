@@ -340,7 +340,6 @@ impl Store {
         let records = tx.open_table(IPNS_RECORDS)?;
         let mut scan = DueScan::default();
         let start = [class];
-        debug_assert!(class < u8::MAX);
         let end = [class + 1];
         for entry in due.range::<&[u8]>(&start[..]..&end[..])? {
             let (k, _) = entry?;

@@ -596,9 +596,7 @@ impl<T: Target> Ctx<T> {
         let mut status = self.status.lock();
         let m = &self.metrics;
         for d in batch {
-            let name = name_of_key(&d.key)
-                .map(|n| n.to_string())
-                .unwrap_or_default();
+            let name = KeyName(&d.key);
             if let Some(latency) = d.put_latency {
                 m.republish_put_seconds.observe(latency.as_secs_f64());
             }
@@ -668,6 +666,19 @@ impl<T: Target> Ctx<T> {
         .await;
         if let Ok(Ok(n)) = counted {
             self.metrics.republish_overdue.set(n as i64);
+        }
+    }
+}
+
+/// A name key shown as its name, formatted only when a log line is
+/// actually written (the outcome loop runs for every put).
+struct KeyName<'a>(&'a [u8]);
+
+impl std::fmt::Display for KeyName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match name_of_key(self.0) {
+            Some(n) => n.fmt(f),
+            None => f.write_str("(unreadable name key)"),
         }
     }
 }
