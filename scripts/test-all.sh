@@ -23,4 +23,4 @@ cargo build --locked -p sidecar --bin sidecar
 export SIDECAR_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/sidecar"
 
 step "cargo test (unit, integration, interop with real Kubo and Helia)"
-cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-2}"
+cargo test --workspace --locked --no-fail-fast -- --test-threads="${TEST_THREADS:-2}"

@@ -8,7 +8,8 @@
 //! `swarm connect`s every pair, and waits until every node's LAN DHT routing table holds all
 //! the others ([`routing_tables`]). A node can be stopped and started again at the same RPC
 //! URL, swarm address and peer ID ([`crate::kubo::Kubo::restart`]); [`DhtMesh::reconnect`]
-//! re-meshes it. [`start_outsider`] gives a node outside the mesh, to sign third-party
+//! re-meshes it; [`DhtMesh::forget_records`] makes nodes lose their DHT records as if
+//! they had aged out. [`start_outsider`] gives a node outside the mesh, to sign third-party
 //! records. [`DhtMesh::start_with`] and [`DhtMode::WanStub`] fill the WAN DHT too (see
 //! below). Dropping the mesh stops every daemon. Callers: `tests/dht_rig.rs` and tests that
 //! need a DHT. Nothing here talks to anything but 127.0.0.1.
@@ -32,8 +33,9 @@
 //!   share one value store. A get emits the local copy first, the WAN search (empty table)
 //!   then ends at once, and Kubo's parallel router cancels the whole search when a router
 //!   that produced a value ends. The LAN network query is cancelled with it. So
-//!   `routing get` and `name resolve --nocache` on a node that holds a valid copy return
-//!   that copy, even when the other nodes hold a higher sequence. A node without a copy
+//!   `routing get` and `name resolve --nocache` on a node that holds a valid copy mostly
+//!   return that copy, even when the other nodes hold a higher sequence (now and then the
+//!   LAN answer wins the race: never rely on either outcome). A node without a copy
 //!   does query its peers. The copy goes away only when a better record is put to that
 //!   node, when its IPNS validity (EOL, `--lifetime`) passes (the copy is then skipped
 //!   and the network asked), or after the DHT's `MaxRecordAge` (48 h since received,
@@ -252,6 +254,33 @@ impl DhtMesh {
     pub fn restart(&mut self, i: usize) -> Result<()> {
         self.nodes[i].restart()?;
         self.reconnect(i)
+    }
+
+    /// Makes nodes `which` forget every DHT record they hold, as if the records had aged out
+    /// (the DHT keeps a record 48 h, not configurable in Kubo): stops them concurrently,
+    /// [`Kubo::wipe_datastore`]s them, starts them again and re-meshes. Forgetting on every
+    /// node leaves a record nowhere: only a put after this brings it back.
+    pub fn forget_records(&mut self, which: &[usize]) -> Result<()> {
+        thread::scope(|s| {
+            let jobs: Vec<_> = self
+                .nodes
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, _)| which.contains(i))
+                .map(|(_, k)| {
+                    s.spawn(move || {
+                        k.stop()?;
+                        k.wipe_datastore()?;
+                        k.start(MESH_LOG_LEVEL)
+                    })
+                })
+                .collect();
+            jobs.into_iter().try_for_each(join)
+        })?;
+        for i in 0..self.len() {
+            self.connect(i, i + 1..self.len())?;
+        }
+        self.wait_meshed()
     }
 
     /// Waits (up to [`MESH_TIMEOUT`]) until every running node's LAN table (and WAN table,

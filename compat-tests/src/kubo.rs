@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail, ensure};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -453,6 +453,14 @@ impl Kubo {
         Ok(())
     }
 
+    /// `ipfs name inspect <record>`: the record's `Entry` as Kubo reads it (`Value`,
+    /// `Validity` RFC 3339, `Sequence`, `TTL` in ns, …).
+    pub fn name_inspect(&self, record: &[u8]) -> Result<Value> {
+        let body = self.rpc_with_file("name/inspect", &[("dump", "false")], record, RPC_TIMEOUT)?;
+        let v: Value = json_of(body)?;
+        Ok(v["Entry"].clone())
+    }
+
     /// `ipfs routing get <key>` (e.g. `/ipns/<name>`): the value bytes.
     pub fn routing_get(&self, key: &str) -> Result<Vec<u8>> {
         let body = self.rpc("routing/get", &[("arg", key)], RPC_TIMEOUT)?;
@@ -503,6 +511,19 @@ impl Kubo {
         }
         self.api = None;
         Ok(())
+    }
+
+    /// Deletes the stopped node's key-value datastore (`<repo>/datastore`, LevelDB in the
+    /// default layout): its DHT records and its own published IPNS records go, as if they had
+    /// aged out; keys, config and blocks stay. Kubo creates an empty one at the next start.
+    pub fn wipe_datastore(&mut self) -> Result<()> {
+        ensure!(
+            self.daemon.is_none(),
+            "kubo {}: stop the daemon before wiping its datastore",
+            self.label
+        );
+        let dir = self.repo.join("datastore");
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))
     }
 }
 

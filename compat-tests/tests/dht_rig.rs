@@ -190,17 +190,28 @@ fn run(mesh: &mut DhtMesh) -> Result<()> {
             "node {i} has seq 2"
         );
     }
-    // `routing get` on D answers from D's copy every time: the dual DHT's WAN half returns
-    // the local copy at once and cancels the LAN query.
-    for round in 1..=3 {
-        let on_d = timed("3. routing get on D (holds seq 1)", || {
-            mesh.node(D).routing_get(&ipns_key(&third))
-        })?;
-        ensure!(
-            on_d == seq1,
-            "round {round}: D answers from its own stale copy"
-        );
+    // `routing get` on D mostly answers from D's copy: the dual DHT's WAN half returns the
+    // local copy at once and cancels the LAN query, unless the LAN answer wins the race
+    // (seen about once in a few hundred gets on a loaded 2-core machine).
+    let (mut stale, mut fresh) = (0, 0);
+    for _ in 0..STALE_ROUNDS {
+        let on_d = mesh.node(D).routing_get(&ipns_key(&third))?;
+        if on_d == seq1 {
+            stale += 1;
+        } else if on_d == seq2 {
+            fresh += 1;
+        } else {
+            anyhow::bail!("D's routing get returned neither seq 1 nor seq 2");
+        }
     }
+    eprintln!(
+        "[dht_rig] 3. {STALE_ROUNDS} × routing get on D holding seq 1 while the network has \
+         seq 2: {stale} stale, {fresh} fresh"
+    );
+    ensure!(
+        stale > 0,
+        "D's own stale copy never shadowed the network in {STALE_ROUNDS} gets"
+    );
     // `name resolve --nocache` races D's copy against the peers' answers.
     let (mut stale, mut fresh) = (0, 0);
     let started = Instant::now();

@@ -6,14 +6,20 @@
 //! republishes through node A (index 0) on a 15 s interval. Records are
 //! signed by js-ipns (npm `ipns`), PUT to the sidecar over its routing API.
 //!
-//! One test walks the whole life, because a DHT mesh takes a while to
-//! build: records reach node D (which never talks to the sidecar) and keep
-//! resolving there across cycles; a better record put into the DHT by node C
+//! One test walks the whole life of stored records: they reach node D
+//! (which never talks to the sidecar) and, each time every node's DHT store
+//! is wiped (the record "aged out"), come back with the sidecar's next put
+//! and resolve on D again; a better record put into the DHT by node C
 //! is adopted and the older one never put again; Kubo A stopped for several
 //! cycles (names stay due, failures shown, `/readyz` 503), then back (every
 //! name caught up, exactly once); the sidecar `kill -9`ed mid-cycle and
 //! restarted after every name fell due (each caught up, spread, not burst);
 //! a record past its validity stops being put and is reported expired.
+//!
+//! A second test covers `[republish] kubo_keys`: Kubo A's own keys are
+//! re-issued through `name/publish`, with the current value (also one Kubo
+//! published itself meanwhile), the record's TTL and a validity only the
+//! sidecar gives (Kubo A's own republisher is set to 1 h records).
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -142,7 +148,7 @@ impl Rig {
     }
 }
 
-fn start_sidecar(kubo_rpc: &str) -> Result<Sidecar> {
+fn start_sidecar(kubo_rpc: &str, extra: &[(&str, &str)]) -> Result<Sidecar> {
     let mut sidecar = Sidecar::new()?;
     for (k, v) in [
         ("SIDECAR_KUBO__RPC", kubo_rpc),
@@ -153,7 +159,10 @@ fn start_sidecar(kubo_rpc: &str) -> Result<Sidecar> {
         ("SIDECAR_REPUBLISH__RETRY_MAX", "4s"),
         ("SIDECAR_REPUBLISH__CATCH_UP_WINDOW", "6s"),
         ("SIDECAR_REPUBLISH__PUT_TIMEOUT", "30s"),
-    ] {
+    ]
+    .iter()
+    .chain(extra)
+    {
         sidecar.set_env(k, v);
     }
     sidecar.start()?;
@@ -163,7 +172,7 @@ fn start_sidecar(kubo_rpc: &str) -> Result<Sidecar> {
 #[test]
 fn records_stay_on_a_real_dht_through_outages_restarts_and_better_records() -> Result<()> {
     let mesh = DhtMesh::start(NODES)?;
-    let sidecar = start_sidecar(&mesh.node(0).rpc_url())?;
+    let sidecar = start_sidecar(&mesh.node(0).rpc_url(), &[])?;
     let mut rig = Rig {
         mesh,
         sidecar,
@@ -194,14 +203,41 @@ fn records_stay_on_a_real_dht_through_outages_restarts_and_better_records() -> R
         );
         ensure!(rig.resolve_on(3, name)? == VALUE_1);
     }
-    // ... and across cycles (each put seen by the sidecar, each time D
-    // resolving from the DHT with its cache bypassed).
-    for cycle in 0..3 {
-        let (name, _) = &names[0];
-        let before = rig.last_success(name)?;
-        let at = rig.wait_put_after(name, before.as_deref(), INTERVAL * 2)?;
-        ensure!(rig.resolve_on(3, name)? == VALUE_1, "cycle {cycle} at {at}");
+    // ... and across cycles after the network has forgotten the record (every node's DHT
+    // store wiped, as if the record had aged out): nobody finds it until the sidecar's next
+    // put, then D resolves it from the DHT again.
+    let (name, record) = names[0].clone();
+    let mut cycles = 0;
+    for attempt in 0..6 {
+        if cycles == 3 {
+            break;
+        }
+        let before = rig.last_success(&name)?;
+        let put = rig.wait_put_after(&name, before.as_deref(), INTERVAL * 2)?;
+        rig.mesh.forget_records(&[0, 1, 2, 3])?;
+        let lost = rig.routing_get_on(3, &name);
+        if rig.last_success(&name)?.as_deref() != Some(put.as_str()) {
+            // The next cycle came while the mesh restarted: this round proves nothing.
+            eprintln!("[republish] forget round {attempt} overlapped a put; again");
+            continue;
+        }
+        ensure!(
+            lost.is_err(),
+            "after forgetting, D still finds the record: {:?}",
+            lost.map(|b| b.len())
+        );
+        let again = rig.wait_put_after(&name, Some(&put), INTERVAL * 2)?;
+        ensure!(
+            rig.routing_get_on(3, &name)? == record,
+            "cycle {cycles}: D finds the exact bytes again after the put at {again}"
+        );
+        ensure!(rig.resolve_on(3, &name)? == VALUE_1, "cycle {cycles}");
+        cycles += 1;
     }
+    ensure!(
+        cycles == 3,
+        "only {cycles} of 3 forget-and-put cycles were conclusive"
+    );
 
     // 4. A better record put into the DHT by node C is adopted before the
     // next republish; the older one is never put again.
@@ -336,4 +372,121 @@ fn spread_ms(times: &[String]) -> Result<u64> {
         .duration_since(at(first)?)
         .unwrap_or_default()
         .as_millis() as u64)
+}
+
+#[test]
+fn kubo_keys_are_reissued_with_their_current_value_beside_kubos_republisher() -> Result<()> {
+    let mut mesh = DhtMesh::start(3)?;
+    // Kubo's own republisher signs with Ipns.RecordLifetime: 1 h here, so a record
+    // valid for more than 47 h can only come from the sidecar (48 h by default).
+    let a = mesh.node(0);
+    a.cli(&["config", "Ipns.RecordLifetime", "1h"])?;
+    a.cli(&["config", "Ipns.RepublishPeriod", "1h"])?;
+    mesh.restart(0)?;
+    let a = mesh.node(0);
+    let own = a.key_gen("own")?;
+    let ttl = Duration::from_secs(30);
+    a.name_publish("own", VALUE_1, Duration::from_secs(600), ttl)?;
+    let mut sidecar = start_sidecar(&a.rpc_url(), &[("SIDECAR_REPUBLISH__KUBO_KEYS", "true")])?;
+    let key = |sidecar: &Sidecar, k: &str| -> Result<Value> {
+        let r = sidecar.admin("GET", "/admin/republish", TOKEN, None)?;
+        ensure!(r.status == 200, "{}", r.text());
+        let v: Value = serde_json::from_slice(&r.body)?;
+        let keys = v["live"]["kubo_keys"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        Ok(keys
+            .into_iter()
+            .find(|x| x["key"] == k)
+            .unwrap_or(Value::Null))
+    };
+    let reissued_after = |sidecar: &Sidecar, after: Option<&str>| -> Result<String> {
+        let mut last = None;
+        wait("a re-issue of Kubo key own", INTERVAL * 3, || {
+            last = key(sidecar, "own")?["last_success"]
+                .as_str()
+                .map(str::to_owned);
+            Ok(last.is_some() && last.as_deref() > after)
+        })
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", sidecar.logs_tail()))?;
+        Ok(last.unwrap_or_default())
+    };
+    // The record D finds: its value and TTL, and how long it is still valid.
+    let on_d = |mesh: &DhtMesh| -> Result<(String, u64, Duration)> {
+        let record = mesh.node(2).routing_get(&format!("/ipns/{own}"))?;
+        let entry = mesh.node(2).name_inspect(&record)?;
+        let validity = humantime::parse_rfc3339(entry["Validity"].as_str().context("Validity")?)?;
+        let left = validity
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        Ok((
+            entry["Value"].as_str().unwrap_or_default().to_owned(),
+            entry["TTL"].as_u64().unwrap_or_default(),
+            left,
+        ))
+    };
+    const HOURS_47: Duration = Duration::from_secs(47 * 3600);
+
+    let first = reissued_after(&sidecar, None)?;
+    let (value, ttl_ns, left) = on_d(&mesh)?;
+    ensure!(value == VALUE_1, "D resolves the published value: {value}");
+    ensure!(
+        ttl_ns == ttl.as_nanos() as u64,
+        "the TTL is kept: {ttl_ns} ns"
+    );
+    ensure!(left > HOURS_47, "re-issued for 48 h, {left:?} left");
+    ensure!(mesh.node(2).name_resolve(&own, true)? == VALUE_1);
+    let own_view = key(&sidecar, "own")?;
+    ensure!(own_view["name"] == own.as_str(), "{own_view}");
+    let self_view = key(&sidecar, "self")?;
+    ensure!(
+        self_view["last_error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("no_record:")),
+        "self was never published: {self_view}"
+    );
+
+    // Kubo publishes a new value itself (a 10 min record): the next re-issue keeps the
+    // new value, never the one the sidecar re-issued before.
+    mesh.node(0)
+        .name_publish("own", VALUE_2, Duration::from_secs(600), ttl)?;
+    let (value, _, left) = on_d(&mesh)?;
+    ensure!(value == VALUE_2 && left < Duration::from_secs(3600));
+    let second = reissued_after(&sidecar, Some(&first))?;
+    let (value, _, left) = on_d(&mesh)?;
+    ensure!(
+        value == VALUE_2,
+        "the re-issue at {second} keeps Kubo's new value: {value}"
+    );
+    ensure!(left > HOURS_47, "{left:?} left");
+
+    // The schedule is durable: after kill -9 the key's last re-issue is still known
+    // and it is not re-issued at start-up.
+    let due = key(&sidecar, "own")?["next_due"]
+        .as_str()
+        .map(humantime::parse_rfc3339)
+        .context("next_due")??;
+    sidecar.kill()?;
+    sidecar.start()?;
+    wait("the key schedule after the restart", INTERVAL, || {
+        Ok(key(&sidecar, "own")?["last_success"].as_str().is_some())
+    })?;
+    let after_restart = key(&sidecar, "own")?;
+    if SystemTime::now() < due {
+        ensure!(
+            after_restart["last_success"].as_str() == Some(second.as_str()),
+            "not due before {due:?}, so not re-issued at start-up: {after_restart}"
+        );
+    }
+    ensure!(
+        after_restart["next_due"]
+            .as_str()
+            .map(humantime::parse_rfc3339)
+            .transpose()?
+            >= Some(due),
+        "{after_restart}"
+    );
+    sidecar.stop()?;
+    Ok(())
 }

@@ -192,7 +192,7 @@ pub async fn run(
 
     // The republisher: keeps stored IPNS records on the DHT through Kubo.
     let republish_stop = CancellationToken::new();
-    let (kubo, republish_status, republish_task) = if config.republish.enabled {
+    let (kubo, republish_status, republish_tasks) = if config.republish.enabled {
         let client = crate::kubo::KuboClient::new(
             &config.kubo.rpc,
             config.kubo.auth.clone(),
@@ -209,15 +209,30 @@ pub async fn run(
             metrics.clone(),
         );
         let status = republisher.status();
-        let task = tokio::spawn(republisher.run(republish_stop.clone()));
+        let mut tasks = vec![tokio::spawn(republisher.run(republish_stop.clone()))];
+        if r.kubo_keys {
+            let keys = crate::ipns::republish::KeyRepublisher::new(
+                store.clone(),
+                client.clone(),
+                crate::ipns::republish::KeyPolicy {
+                    schedule: r.policy.clone(),
+                    lifetime: r.kubo_keys_lifetime,
+                    allow_offline: r.allow_offline,
+                },
+                Arc::new(SystemClock),
+                status.clone(),
+            );
+            tasks.push(tokio::spawn(keys.run(republish_stop.clone())));
+            tracing::info!("re-issuing Kubo's own keys on the same schedule");
+        }
         tracing::info!(
             kubo = %config.kubo.rpc,
             interval = %humantime::format_duration(r.policy.interval),
             "republishing IPNS records through Kubo"
         );
-        (Some(client), Some(status), Some(task))
+        (Some(client), Some(status), tasks)
     } else {
-        (None, None, None)
+        (None, None, Vec::new())
     };
 
     let bitswap = BitswapServer::new(
@@ -276,7 +291,7 @@ pub async fn run(
         let _ = http_task.await;
         // Attempts in flight are abandoned; their names stay due.
         republish_stop.cancel();
-        if let Some(task) = republish_task {
+        for task in republish_tasks {
             let _ = task.await;
         }
         // No more puts can arrive: apply the queued ones and stop.

@@ -61,6 +61,8 @@ pub struct RepublishConfig {
     pub allow_offline: bool,
     /// Also re-issue Kubo's own keystore keys (`name/publish`).
     pub kubo_keys: bool,
+    /// Shortest validity of a re-issued Kubo key record.
+    pub kubo_keys_lifetime: Duration,
 }
 
 /// The longest republish interval accepted: half the DHT's 48 h record
@@ -210,6 +212,7 @@ struct RawRepublish {
     method: String,
     allow_offline: bool,
     kubo_keys: bool,
+    kubo_keys_lifetime: String,
 }
 
 #[derive(Deserialize)]
@@ -517,11 +520,15 @@ impl RawRepublish {
                 "must not be shorter than republish.retry_min",
             ));
         }
-        if self.kubo_keys {
+        let kubo_keys_lifetime = d("kubo_keys_lifetime", &self.kubo_keys_lifetime)?;
+        if kubo_keys_lifetime <= interval {
             return Err(ConfigError::key(
-                "republish.kubo_keys",
-                "re-issuing Kubo's own keys is not available in this version; Kubo's own \
-                 republisher keeps them (Ipns.RepublishPeriod)",
+                "republish.kubo_keys_lifetime",
+                format!(
+                    "{} must be longer than republish.interval ({}), or re-issued records \
+                     expire before they are re-issued again",
+                    self.kubo_keys_lifetime, self.interval
+                ),
             ));
         }
         Ok(RepublishConfig {
@@ -542,6 +549,7 @@ impl RawRepublish {
                 .map_err(|e: String| ConfigError::key("republish.method", e))?,
             allow_offline: self.allow_offline,
             kubo_keys: self.kubo_keys,
+            kubo_keys_lifetime,
         })
     }
 }
@@ -767,7 +775,12 @@ mod tests {
             ("republish.method", "dht", "republish.method"),
             ("republish.concurrency", "0", "republish.concurrency"),
             ("kubo.auth", "token", "kubo.auth"),
-            ("republish.kubo_keys", "true", "republish.kubo_keys"),
+            ("republish.kubo_keys", "yes", "republish.kubo_keys"),
+            (
+                "republish.kubo_keys_lifetime",
+                "12h",
+                "republish.kubo_keys_lifetime",
+            ),
             ("kubo.timeout", "never", "kubo.timeout"),
             ("nosuch.key", "1", "nosuch.key"),
             ("p2p.nosuch", "1", "p2p.nosuch"),

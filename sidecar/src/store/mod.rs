@@ -22,6 +22,7 @@
 //! | `quota_days_v1` | quota counter key | day window (312 bytes) |
 //! | `ipns_records_v1` | IPNS name multihash | [`IpnsRow`]: metadata + record bytes |
 //! | `ipns_republish_v1`, `ipns_due_v1`, `ipns_failing_v1` | see [`republish`] | the republish schedule |
+//! | `kubo_keys_v1` | see `kubo_keys` | the schedule of the Kubo node's own keys |
 //!
 //! # What survives a crash
 //!
@@ -39,6 +40,7 @@
 //! This module never reads CAR files and never decides what to import.
 
 mod ipns;
+mod kubo_keys;
 mod location;
 mod quota;
 pub mod republish;
@@ -190,6 +192,7 @@ impl Store {
             tx.open_table(republish::REPUBLISH)?;
             tx.open_table(republish::DUE)?;
             tx.open_table(republish::FAILING)?;
+            tx.open_table(kubo_keys::KUBO_KEYS)?;
         }
         tx.commit()?;
         Ok(Store {

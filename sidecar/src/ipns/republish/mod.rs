@@ -65,11 +65,13 @@ use crate::{
     },
 };
 
+mod kubo_keys;
 mod kubo_target;
 pub mod policy;
 #[cfg(test)]
 mod tests;
 
+pub use kubo_keys::{KeyPolicy, KeyRepublisher, KeyView, Keystore};
 pub use kubo_target::{KuboTarget, PutMethod};
 pub use policy::{Attempt, Outcome, Policy};
 
@@ -146,6 +148,8 @@ pub struct StatusSnapshot {
     pub expired: u64,
     /// DHT peers Kubo knew at the last successful put (`None`: unknown).
     pub last_put_peers: Option<u32>,
+    /// Kubo's own keys and their schedule (`None`: `kubo_keys` is off).
+    pub kubo_keys: Option<Vec<KeyView>>,
 }
 
 /// Shared handle on the live state.
