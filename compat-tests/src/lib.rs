@@ -22,6 +22,7 @@
 
 pub mod car;
 pub mod dht;
+pub mod dns;
 pub mod fixture;
 pub mod helia;
 pub mod http;

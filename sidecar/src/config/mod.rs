@@ -567,13 +567,8 @@ impl Raw {
                 format!("{:?} is not host:port", self.http.listen),
             )
         })?;
-        let rpc = self.kubo.rpc.trim_end_matches('/').to_string();
-        if !(rpc.starts_with("http://") || rpc.starts_with("https://")) {
-            return Err(ConfigError::key(
-                "kubo.rpc",
-                format!("{rpc:?} is not an http(s) URL"),
-            ));
-        }
+        let rpc = crate::kubo::check_url(&self.kubo.rpc)
+            .map_err(|e| ConfigError::key("kubo.rpc", e.to_string()))?;
         let kubo = KuboConfig {
             rpc,
             auth: if self.kubo.auth.is_empty() {
@@ -757,6 +752,8 @@ mod tests {
                 "bitswap.max_block_size",
             ),
             ("kubo.rpc", "ftp://x", "kubo.rpc"),
+            ("kubo.rpc", "https://kubo.example:5001", "kubo.rpc"),
+            ("kubo.rpc", "http://user:pw@127.0.0.1:5001", "kubo.rpc"),
             (
                 "http.write_rate_exempt",
                 "10.0.0.0/33",

@@ -182,10 +182,16 @@ async fn readyz(State(s): State<ApiState>) -> Response {
             StatusCode::OK,
             format!("reachable (Kubo {})", v.version),
         ),
+        // Kubo answered but refused (wrong `kubo.auth`, …): say so, not
+        // "unreachable".
         Ok(Err(e)) => (
             "not_ready",
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("unreachable: {e}"),
+            if e.is_unreachable() {
+                format!("unreachable: {e}")
+            } else {
+                format!("answers with an error: {e}")
+            },
         ),
         Err(_) => (
             "not_ready",

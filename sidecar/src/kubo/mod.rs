@@ -339,8 +339,10 @@ async fn read_body(
     Ok((buf.freeze(), late_error))
 }
 
-/// Refuses anything but a plain `http://host[:port]` URL.
-fn check_url(rpc_url: &str) -> Result<String, KuboError> {
+/// Refuses anything but a plain `http://host[:port]` URL; returns it
+/// normalized (no trailing `/` or `/api/v0`). The configuration checks
+/// `kubo.rpc` with it, so a bad URL stops the sidecar at start-up.
+pub fn check_url(rpc_url: &str) -> Result<String, KuboError> {
     // The URL itself is not repeated: callers name it, and it could hold
     // credentials.
     let invalid = |why: &str| KuboError::Malformed(format!("invalid Kubo RPC URL: {why}"));
