@@ -16,7 +16,8 @@
 //     --peer /ip4/127.0.0.1/tcp/4001/ws/p2p/12D3Koo... --root bafy... --out dag.car
 //
 // Options: --timeout-ms (whole run, default 120000), --concurrency (blocks in flight,
-// default 64). Exit 0 only when every block arrived, verified, and the CAR was written; any
+// default 64), --doh <url> (resolve DNS names, e.g. /dnsaddr, through this DNS-over-HTTPS
+// endpoint only; RFC 8484 GET), --ws-only (WebSocket transport only). Exit 0 only when every block arrived, verified, and the CAR was written; any
 // failure prints a message on stderr and exits 1 (2 for bad arguments).
 
 import { writeFile } from 'node:fs/promises'
@@ -30,6 +31,8 @@ import * as dagPb from '@ipld/dag-pb'
 import { identify } from '@libp2p/identify'
 import { tcp } from '@libp2p/tcp'
 import { webSockets } from '@libp2p/websockets'
+import { dns } from '@multiformats/dns'
+import { dnsOverHttps } from '@multiformats/dns/resolvers'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createHeliaLight } from 'helia'
 import { CID } from 'multiformats/cid'
@@ -39,6 +42,24 @@ import * as raw from 'multiformats/codecs/raw'
 const BITSWAP_120 = '/ipfs/bitswap/1.2.0'
 /** How long identify may take to report the server's protocols after the dial. */
 const IDENTIFY_WAIT_MS = 10_000
+
+/**
+ * @multiformats/dns 1.0.15's wire-format DoH resolver passes a TXT answer on as dns-packet
+ * decoded it, an array of byte strings (one per character-string), while libp2p's dnsaddr
+ * resolver calls `.replace` on a string. Join them: a TXT record's strings form one value.
+ */
+function joinTxtStrings (resolve) {
+  const utf8 = new TextDecoder()
+  return async (fqdn, options) => {
+    const response = await resolve(fqdn, options)
+    for (const answer of response.Answer) {
+      if (Array.isArray(answer.data)) {
+        answer.data = answer.data.map(d => typeof d === 'string' ? d : utf8.decode(d)).join('')
+      }
+    }
+    return response
+  }
+}
 
 function usage (message) {
   process.stderr.write(`fetch.mjs: ${message}\n` +
@@ -56,7 +77,9 @@ function parseOptions () {
         root: { type: 'string' },
         out: { type: 'string' },
         'timeout-ms': { type: 'string', default: '120000' },
-        concurrency: { type: 'string', default: '64' }
+        concurrency: { type: 'string', default: '64' },
+        doh: { type: 'string' },
+        'ws-only': { type: 'boolean', default: false }
       },
       strict: true
     }))
@@ -74,7 +97,9 @@ function parseOptions () {
   try { peer = multiaddr(values.peer) } catch (err) { usage(`bad --peer: ${err.message}`) }
   try { root = CID.parse(values.root) } catch (err) { usage(`bad --root: ${err.message}`) }
   if (peer.getComponents().find(c => c.name === 'p2p') == null) usage('--peer must end in /p2p/<peer id>')
-  return { peer, root, out: values.out, timeoutMs, concurrency }
+  return {
+    peer, root, out: values.out, timeoutMs, concurrency, doh: values.doh, wsOnly: values['ws-only']
+  }
 }
 
 async function collect (chunks) {
@@ -178,7 +203,12 @@ async function main () {
 
   const helia = withBitswap(withLibp2pLight(createHeliaLight(), {
     addresses: { listen: [] },
-    transports: [tcp(), webSockets()],
+    transports: opts.wsOnly ? [webSockets()] : [tcp(), webSockets()],
+    // Every name resolved through the given DoH endpoint (the test's DNS server), never the
+    // system's resolver.
+    ...(opts.doh != null
+      ? { dns: dns({ resolvers: { '.': joinTxtStrings(dnsOverHttps(opts.doh)) } }) }
+      : {}),
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     peerDiscovery: [],

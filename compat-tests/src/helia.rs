@@ -62,6 +62,32 @@ impl Helia {
         root: &str,
         timeout: Duration,
     ) -> Result<HeliaFetch> {
+        self.fetch_car_with(peer_addr, root, timeout, &[])
+    }
+
+    /// Fetches over WebSocket only from `peer_addr` (e.g. `/dnsaddr/<domain>/p2p/<id>`),
+    /// resolving DNS names only through the DoH endpoint `doh_url` (RFC 8484 GET).
+    pub fn fetch_car_dnsaddr(
+        &self,
+        peer_addr: &str,
+        root: &str,
+        doh_url: &str,
+    ) -> Result<HeliaFetch> {
+        self.fetch_car_with(
+            peer_addr,
+            root,
+            FETCH_TIMEOUT,
+            &["--doh", doh_url, "--ws-only"],
+        )
+    }
+
+    fn fetch_car_with(
+        &self,
+        peer_addr: &str,
+        root: &str,
+        timeout: Duration,
+        extra: &[&str],
+    ) -> Result<HeliaFetch> {
         let out_path = self.dir.path().join(format!("{root}.car"));
         let out_arg = out_path.to_string_lossy().into_owned();
         let timeout_ms = timeout.as_millis().to_string();
@@ -70,15 +96,19 @@ impl Helia {
                 "helia-fetch",
                 &self.script,
                 &[
-                    "--peer",
-                    peer_addr,
-                    "--root",
-                    root,
-                    "--out",
-                    &out_arg,
-                    "--timeout-ms",
-                    &timeout_ms,
-                ],
+                    &[
+                        "--peer",
+                        peer_addr,
+                        "--root",
+                        root,
+                        "--out",
+                        &out_arg,
+                        "--timeout-ms",
+                        &timeout_ms,
+                    ],
+                    extra,
+                ]
+                .concat(),
                 timeout,
             )
             .with_context(|| format!("Helia fetch of {root} from {peer_addr}"))?;

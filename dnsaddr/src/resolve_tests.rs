@@ -15,16 +15,9 @@ struct Zone {
 }
 
 impl Zone {
-    fn txt(mut self, domain: &str, ttl: u64, values: &[&str]) -> Self {
+    fn txt(self, domain: &str, ttl: u64, values: &[&str]) -> Self {
         let records = values.iter().map(|v| vec![v.as_bytes().to_vec()]).collect();
-        self.names.insert(
-            txt::txt_name(domain),
-            Ok(TxtAnswer {
-                records,
-                ttl: Duration::from_secs(ttl),
-            }),
-        );
-        self
+        self.raw(domain, ttl, records)
     }
 
     fn raw(mut self, domain: &str, ttl: u64, records: Vec<Vec<Vec<u8>>>) -> Self {
@@ -185,30 +178,30 @@ async fn loops_and_long_chains_stop_at_their_bounds() {
 
 #[tokio::test(start_paused = true)]
 async fn address_and_lookup_counts_are_bounded() {
-    let values: Vec<String> = (0..10)
-        .map(|i| format!("dnsaddr=/ip4/192.0.2.{i}/tcp/1"))
-        .collect();
-    let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+    /// A zone where `top.test` holds ten values made by `value`.
+    fn ten(value: impl Fn(usize) -> String) -> Zone {
+        let values: Vec<String> = (0..10).map(value).collect();
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        Zone::default().txt("top.test", 60, &refs)
+    }
+    let top = ma("/dnsaddr/top.test");
+
     let limits = Limits {
         max_addrs: 4,
         ..Limits::default()
     };
-    let (r, _) = resolver(Zone::default().txt("many.test", 60, &refs), limits);
-    let res = r.resolve(&ma("/dnsaddr/many.test")).await.unwrap();
+    let (r, _) = resolver(ten(|i| format!("dnsaddr=/ip4/192.0.2.{i}/tcp/1")), limits);
+    let res = r.resolve(&top).await.unwrap();
     assert_eq!(res.addrs.len(), 4);
     assert!(res.truncated);
     assert_eq!(res.tree.entries[4].outcome, Outcome::OverLimit);
 
-    let nested: Vec<String> = (0..10)
-        .map(|i| format!("dnsaddr=/dnsaddr/n{i}.test"))
-        .collect();
-    let refs: Vec<&str> = nested.iter().map(String::as_str).collect();
     let limits = Limits {
         max_lookups: 3,
         ..Limits::default()
     };
-    let (r, zone) = resolver(Zone::default().txt("wide.test", 60, &refs), limits);
-    let res = r.resolve(&ma("/dnsaddr/wide.test")).await.unwrap();
+    let (r, zone) = resolver(ten(|i| format!("dnsaddr=/dnsaddr/n{i}.test")), limits);
+    let res = r.resolve(&top).await.unwrap();
     assert!(res.truncated);
     assert_eq!(zone.lookups.load(Ordering::SeqCst), 3);
 }

@@ -57,6 +57,52 @@ pub enum Command {
     /// IPNS records held by this sidecar (through the running daemon, if any).
     #[command(subcommand)]
     Ipns(IpnsCommand),
+    /// The /dnsaddr TXT records that advertise this sidecar: print, check, publish.
+    #[command(subcommand)]
+    Dnsaddr(DnsaddrCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DnsaddrCommand {
+    /// Print the TXT records for this sidecar's addresses (BIND zone-file lines).
+    Records {
+        /// The domain (default: [dnsaddr] domain).
+        #[arg(long)]
+        domain: Option<String>,
+        /// Print JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resolve the domain, show what it holds, and check this sidecar is
+    /// listed under its peer ID and answers on every listed address.
+    Check {
+        #[arg(long)]
+        domain: Option<String>,
+        /// Name server to ask, ip:port (default: [dnsaddr] nameserver, else the system's).
+        #[arg(long)]
+        nameserver: Option<std::net::SocketAddr>,
+        /// Do not dial the listed addresses.
+        #[arg(long)]
+        no_dial: bool,
+        /// Print JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the zone's primary server hold exactly this sidecar's records
+    /// (RFC 2136 update, TSIG-signed); other peers' records stay.
+    Publish {
+        #[arg(long)]
+        domain: Option<String>,
+        /// The zone's primary server, ip:port (default: [dnsaddr] server).
+        #[arg(long)]
+        server: Option<std::net::SocketAddr>,
+        /// <algorithm>:<key name>:<base64 secret> (default: [dnsaddr] tsig).
+        #[arg(long, env = "SIDECAR_DNSADDR_TSIG_KEY", hide_env_values = true)]
+        tsig_key: Option<String>,
+        /// Remove this sidecar's records instead.
+        #[arg(long)]
+        withdraw: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -179,6 +225,10 @@ impl Cli {
             Command::Ipns(cmd) => {
                 let config = self.load_config();
                 crate::ipns_command::run(cmd, &self.data_dir(), &config)
+            }
+            Command::Dnsaddr(cmd) => {
+                let config = self.load_config();
+                crate::dnsaddr_command::run(cmd, &self.data_dir(), &config)
             }
             Command::Config(ConfigCommand::Init { stdout, force }) => {
                 self.config_init(*stdout, *force)

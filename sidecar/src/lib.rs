@@ -20,6 +20,7 @@ pub mod car;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod dnsaddr_command;
 pub mod http;
 pub mod identity;
 pub mod ipns;

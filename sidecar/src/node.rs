@@ -245,9 +245,12 @@ pub async fn run(
         let bitswap = bitswap.clone();
         Arc::new(move |peer| bitswap.peer_disconnected(peer))
     };
+    // Identify also tells peers the /dnsaddr name, when one is configured.
+    let mut p2p = config.p2p.clone();
+    p2p.announce.extend(config.dnsaddr.advertised());
     let host = Host::start(
         keypair,
-        &config.p2p,
+        &p2p,
         metrics.clone(),
         Hooks {
             on_disconnect,
@@ -258,6 +261,14 @@ pub async fn run(
     )
     .await?;
     let bitswap_task = bitswap.start(host.control.clone(), bitswap_stop.clone())?;
+    if config.dnsaddr.publish {
+        publish_dnsaddr(
+            &config,
+            host.peer_id,
+            &host.listen_addrs(),
+            swarm_stop.clone(),
+        )?;
+    }
 
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
@@ -332,4 +343,56 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// First and longest wait between attempts to publish the dnsaddr records.
+const DNSADDR_RETRY: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(300));
+
+/// Publishes this sidecar's dnsaddr TXT records (`[dnsaddr] publish`) in the
+/// background, retrying with backoff until the server takes them or the
+/// node stops. The addresses are fixed for the process's life, so a restart
+/// with new addresses publishes the new set (replacing the old one).
+fn publish_dnsaddr(
+    config: &Config,
+    peer: libp2p::PeerId,
+    bound: &[libp2p::Multiaddr],
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let d = &config.dnsaddr;
+    let (Some(domain), Some(server)) = (d.domain.as_deref(), d.server) else {
+        return Ok(());
+    };
+    let addrs: Vec<libp2p::Multiaddr> = config
+        .direct_addrs(bound)
+        .into_iter()
+        .filter(|a| {
+            !a.iter()
+                .any(|p| matches!(p, libp2p::multiaddr::Protocol::Tcp(0)))
+        })
+        .collect();
+    let set = dnsaddr::RecordSet::new(domain, peer, &addrs, d.ttl)
+        .context("dnsaddr.publish: the records for this sidecar")?;
+    let publisher = dnsaddr::Publisher::new(server, d.tsig.clone());
+    tokio::spawn(async move {
+        let mut wait = DNSADDR_RETRY.0;
+        loop {
+            match publisher.publish(&set).await {
+                Ok(u) => {
+                    tracing::info!(name = %u.name, zone = %u.zone, added = u.added.len(),
+                        removed = u.removed.len(), kept = u.kept.len(), others = u.others,
+                        "dnsaddr records published");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?wait, "publishing dnsaddr records failed");
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(DNSADDR_RETRY.1);
+        }
+    });
+    Ok(())
 }

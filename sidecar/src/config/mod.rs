@@ -14,6 +14,9 @@ use std::{net::SocketAddr, path::Path, time::Duration};
 use libp2p::{Multiaddr, multiaddr::Protocol};
 use serde::Deserialize;
 
+mod dnsaddr;
+pub use dnsaddr::DnsaddrConfig;
+
 /// The commented default configuration, embedded in the binary.
 pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
 
@@ -47,6 +50,7 @@ pub struct Config {
     pub bitswap: BitswapConfig,
     pub quota: QuotaConfig,
     pub republish: RepublishConfig,
+    pub dnsaddr: DnsaddrConfig,
 }
 
 /// `[republish]`: keeping stored IPNS records on the DHT through Kubo.
@@ -195,6 +199,7 @@ struct Raw {
     bitswap: RawBitswap,
     quota: RawQuota,
     republish: RawRepublish,
+    dnsaddr: dnsaddr::RawDnsaddr,
 }
 
 #[derive(Deserialize)]
@@ -335,10 +340,19 @@ impl Config {
         raw.validate()
     }
 
-    /// The addresses to advertise given the bound listen addresses:
-    /// `[p2p] announce` when set, else the bound addresses that are not
-    /// unspecified (0.0.0.0 / ::).
+    /// The addresses to advertise given the bound listen addresses: the
+    /// [`Config::direct_addrs`], then `/dnsaddr/<domain>` when
+    /// `[dnsaddr] domain` is set.
     pub fn advertised_addrs(&self, bound: &[Multiaddr]) -> Vec<Multiaddr> {
+        let mut addrs = self.direct_addrs(bound);
+        addrs.extend(self.dnsaddr.advertised());
+        addrs
+    }
+
+    /// The addresses peers can dial directly (what the dnsaddr TXT records
+    /// list): `[p2p] announce` when set, else the bound addresses that are
+    /// not unspecified (0.0.0.0 / ::).
+    pub fn direct_addrs(&self, bound: &[Multiaddr]) -> Vec<Multiaddr> {
         if !self.p2p.announce.is_empty() {
             return self.p2p.announce.clone();
         }
@@ -650,6 +664,7 @@ impl Raw {
             },
             kubo,
             republish,
+            dnsaddr: self.dnsaddr.validate()?,
             bitswap: BitswapConfig {
                 max_wantlist_entries: positive(
                     "bitswap.max_wantlist_entries",
@@ -773,6 +788,12 @@ mod tests {
             ("republish.concurrency", "0", "republish.concurrency"),
             ("kubo.auth", "token", "kubo.auth"),
             ("republish.kubo_keys", "yes", "republish.kubo_keys"),
+            ("dnsaddr.domain", "bad domain", "dnsaddr.domain"),
+            ("dnsaddr.ttl", "0", "dnsaddr.ttl"),
+            ("dnsaddr.server", "ns.example.com", "dnsaddr.server"),
+            ("dnsaddr.tsig", "hmac-md5:k:c2VjcmV0", "dnsaddr.tsig"),
+            ("dnsaddr.publish", "true", "dnsaddr.publish"),
+            ("dnsaddr.max_depth", "0", "dnsaddr.max_depth"),
             (
                 "republish.kubo_keys_lifetime",
                 "12h",
@@ -794,6 +815,25 @@ mod tests {
         let file: toml::Table = "[http]\nlistn = \"x\"\n".parse().unwrap();
         let err = merge_file(&mut base, file).unwrap_err().to_string();
         assert!(err.contains("http.listn"), "{err}");
+    }
+
+    #[test]
+    fn a_dnsaddr_domain_is_advertised_after_the_direct_addresses() {
+        let bound: Vec<Multiaddr> = vec!["/ip4/127.0.0.1/tcp/4010".parse().unwrap()];
+        let c = with(&[("dnsaddr.domain", "Sidecar.Example.com.")]).unwrap();
+        assert_eq!(c.dnsaddr.domain.as_deref(), Some("sidecar.example.com"));
+        assert_eq!(c.direct_addrs(&bound), bound);
+        let advertised: Vec<String> = c
+            .advertised_addrs(&bound)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            advertised,
+            ["/ip4/127.0.0.1/tcp/4010", "/dnsaddr/sidecar.example.com"]
+        );
+        let plain = with(&[]).unwrap();
+        assert_eq!(plain.advertised_addrs(&bound), bound);
     }
 
     #[test]

@@ -30,6 +30,7 @@ use crate::{config::P2pConfig, metrics::Metrics};
 
 mod gatekeeper;
 mod mux;
+pub mod probe;
 
 /// Largest yamux data frame the host sends.
 pub const MAX_DATA_FRAME: usize = mux::SPLIT_SEND_SIZE;
