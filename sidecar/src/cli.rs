@@ -126,6 +126,19 @@ pub enum IpnsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print changes to names as they happen (through the running daemon);
+    /// `*` watches every name. Reconnects and resumes where it left off.
+    Watch {
+        /// Names (k51…, bafz…, 12D3…) or `*`.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Start after this event number (changes since then first).
+        #[arg(long)]
+        since: Option<u64>,
+        /// Print each notification as a JSON line (with the record, base64).
+        #[arg(long)]
+        json: bool,
+    },
     /// Decode and validate a record file offline; prints every field and the verdict.
     Inspect {
         file: PathBuf,

@@ -59,6 +59,12 @@ fn target(data_dir: &Path) -> Target {
 pub fn run(cmd: &IpnsCommand, data_dir: &Path, config: &Config) -> anyhow::Result<()> {
     match cmd {
         IpnsCommand::Inspect { file, name } => inspect(file, name.as_deref()),
+        IpnsCommand::Watch { names, since, json } => {
+            let Target::Daemon(addr) = target(data_dir) else {
+                bail!("no running daemon to watch through (start `sidecar run`)");
+            };
+            crate::watch_command::run(&addr, names, *since, *json)
+        }
         IpnsCommand::Get { name, out } => {
             let name = parse_name(name)?;
             let bytes = match target(data_dir) {

@@ -32,3 +32,4 @@ pub mod p2p;
 pub mod quota;
 pub mod shards;
 pub mod store;
+pub mod watch_command;

@@ -94,6 +94,12 @@ pub struct Metrics {
     pub republish_adopted: Counter,
     /// 1 while the Kubo RPC answers, 0 while it does not.
     pub kubo_up: Gauge,
+    /// Open watch connections (WebSocket and SSE).
+    pub watch_connections: Gauge,
+    /// Change notifications sent to watchers.
+    pub watch_notifications: Counter,
+    /// Watchers told to resync (resume point lost, or too slow), by reason.
+    pub watch_resyncs: Family<ReasonLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -197,6 +203,17 @@ impl Metrics {
                 "kubo_up",
                 "1 while the Kubo RPC answers, 0 while it does not",
             ),
+            watch_connections: metric(
+                reg,
+                "watch_connections",
+                "Open name-watch connections (WebSocket and SSE)",
+            ),
+            watch_notifications: metric(
+                reg,
+                "watch_notifications",
+                "Name-change notifications sent to watchers",
+            ),
+            watch_resyncs: metric(reg, "watch_resyncs", "Watchers told to resync, by reason"),
             registry: r,
         }
     }

@@ -159,6 +159,12 @@ pub async fn run(
     let names_stop = CancellationToken::new();
     let (names, names_task) =
         crate::ipns::service::NameService::start(store.clone(), names_stop.clone());
+    // The change feed: numbered events from the store, pushed to watchers.
+    store.set_event_retention(config.watch.retention);
+    let (feed, feed_task) =
+        crate::ipns::watch::Feed::start(store.clone(), config.watch.queue, names_stop.clone())
+            .context("starting the change feed")?;
+    names.attach_feed(feed.wake());
     let write_limiter = Arc::new(http::rate_limit::WriteLimiter::new(
         config.http.write_rate_per_ip,
         config.http.write_burst_per_ip,
@@ -293,6 +299,11 @@ pub async fn run(
         store: Some(store.clone()),
         republish: republish_status,
         kubo,
+        watch: Some(http::watch::WatchState::new(
+            feed,
+            config.watch.clone(),
+            http_stop.clone(),
+        )),
     };
     let http_task = tokio::spawn(http::serve(listener, state, http_stop.clone()));
 
@@ -308,6 +319,7 @@ pub async fn run(
         // No more puts can arrive: apply the queued ones and stop.
         names_stop.cancel();
         let _ = names_task.await;
+        let _ = feed_task.await;
         bitswap_stop.cancel();
         let _ = bitswap_task.await;
         swarm_stop.cancel();

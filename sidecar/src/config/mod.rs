@@ -15,7 +15,9 @@ use libp2p::{Multiaddr, multiaddr::Protocol};
 use serde::Deserialize;
 
 mod dnsaddr;
+mod watch;
 pub use dnsaddr::DnsaddrConfig;
+pub use watch::WatchConfig;
 
 /// The commented default configuration, embedded in the binary.
 pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
@@ -51,6 +53,7 @@ pub struct Config {
     pub quota: QuotaConfig,
     pub republish: RepublishConfig,
     pub dnsaddr: DnsaddrConfig,
+    pub watch: WatchConfig,
 }
 
 /// `[republish]`: keeping stored IPNS records on the DHT through Kubo.
@@ -200,6 +203,7 @@ struct Raw {
     quota: RawQuota,
     republish: RawRepublish,
     dnsaddr: dnsaddr::RawDnsaddr,
+    watch: watch::RawWatch,
 }
 
 #[derive(Deserialize)]
@@ -665,6 +669,7 @@ impl Raw {
             kubo,
             republish,
             dnsaddr: self.dnsaddr.validate()?,
+            watch: self.watch.validate()?,
             bitswap: BitswapConfig {
                 max_wantlist_entries: positive(
                     "bitswap.max_wantlist_entries",
@@ -794,6 +799,9 @@ mod tests {
             ("dnsaddr.tsig", "hmac-md5:k:c2VjcmV0", "dnsaddr.tsig"),
             ("dnsaddr.publish", "true", "dnsaddr.publish"),
             ("dnsaddr.max_depth", "0", "dnsaddr.max_depth"),
+            ("watch.queue", "0", "watch.queue"),
+            ("watch.heartbeat", "often", "watch.heartbeat"),
+            ("watch.max_per_ip", "0", "watch.max_per_ip"),
             (
                 "republish.kubo_keys_lifetime",
                 "12h",

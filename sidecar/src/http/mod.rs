@@ -35,6 +35,7 @@ pub mod error;
 pub mod ipns;
 pub mod rate_limit;
 mod routing;
+pub mod watch;
 
 /// What the handlers read.
 #[derive(Clone)]
@@ -60,6 +61,8 @@ pub struct ApiState {
     pub republish: Option<Arc<crate::ipns::republish::Status>>,
     /// The Kubo RPC, for `/readyz`; `None` when nothing uses Kubo.
     pub kubo: Option<crate::kubo::KuboClient>,
+    /// The change feed and its limits; `None` answers the watch APIs with 501.
+    pub watch: Option<watch::WatchState>,
 }
 
 #[derive(Serialize)]
@@ -82,6 +85,10 @@ pub fn router(state: ApiState) -> Router {
         .merge(admin::routes())
         .merge(routing::routes())
         .merge(ipns::routes())
+        .route("/name/{key}/watch", get(watch::name_watch))
+        .route("/name/{key}/events", get(watch::name_events))
+        .route("/watch", get(watch::multi_watch))
+        .route("/events", get(watch::list_events))
         .with_state(state)
         .layer(middleware::from_fn(cors))
 }
@@ -89,7 +96,7 @@ pub fn router(state: ApiState) -> Router {
 /// Methods the API answers, for CORS preflights.
 const CORS_METHODS: &str = "GET, PUT, POST, OPTIONS";
 /// Request headers browsers may send (preflight `Access-Control-Allow-Headers`).
-const CORS_HEADERS: &str = "Content-Type, Accept, Authorization, If-None-Match";
+const CORS_HEADERS: &str = "Content-Type, Accept, Authorization, If-None-Match, Last-Event-ID";
 /// How long a browser may cache a preflight: 1 day.
 const CORS_MAX_AGE: &str = "86400";
 

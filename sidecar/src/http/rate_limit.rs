@@ -81,7 +81,7 @@ impl WriteLimiter {
 }
 
 /// IPv4 addresses count alone; IPv6 ones by their /64.
-fn bucket_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn bucket_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => {

@@ -39,6 +39,7 @@ pub mod republish;
 mod rfc3339;
 pub mod service;
 pub mod testing;
+pub mod watch;
 
 pub use error::{CODES, RecordError};
 pub use name::{Name, NameError};

@@ -302,6 +302,8 @@ pub struct NameService {
     queue: mpsc::Sender<Put>,
     cache: Arc<std::sync::Mutex<Cache>>,
     changed: Arc<tokio::sync::Notify>,
+    /// Woken after each commit that added change-feed events.
+    feed: Arc<std::sync::OnceLock<Arc<tokio::sync::Notify>>>,
 }
 
 impl NameService {
@@ -314,11 +316,15 @@ impl NameService {
         let (tx, rx) = mpsc::channel(QUEUE);
         let cache = Arc::new(std::sync::Mutex::new(Cache::default()));
         let changed = Arc::new(tokio::sync::Notify::new());
+        let feed = Arc::new(std::sync::OnceLock::new());
         let task = tokio::spawn(writer(
             store.clone(),
             rx,
             cache.clone(),
-            changed.clone(),
+            Wakes {
+                republisher: changed.clone(),
+                feed: feed.clone(),
+            },
             stop,
         ));
         (
@@ -327,9 +333,24 @@ impl NameService {
                 queue: tx,
                 cache,
                 changed,
+                feed,
             },
             task,
         )
+    }
+
+    /// Wakes `feed` (the change feed's pump) after every commit that stored
+    /// a record; [`NameService::wake_feed`] wakes it for other writers.
+    pub fn attach_feed(&self, feed: Arc<tokio::sync::Notify>) {
+        let _ = self.feed.set(feed);
+    }
+
+    /// Wakes the change feed (after a commit elsewhere added events, e.g.
+    /// an expiry).
+    pub fn wake_feed(&self) {
+        if let Some(f) = self.feed.get() {
+            f.notify_one();
+        }
     }
 
     /// Notified after each commit that stored at least one record (the
@@ -498,11 +519,17 @@ fn decide(old: Option<&IpnsRow>, new: &IpnsRow) -> Result<bool, IpnsError> {
     }
 }
 
+/// Who hears of a commit that stored records.
+struct Wakes {
+    republisher: Arc<tokio::sync::Notify>,
+    feed: Arc<std::sync::OnceLock<Arc<tokio::sync::Notify>>>,
+}
+
 async fn writer(
     store: Arc<Store>,
     mut rx: mpsc::Receiver<Put>,
     cache: Arc<std::sync::Mutex<Cache>>,
-    changed: Arc<tokio::sync::Notify>,
+    wakes: Wakes,
     stop: CancellationToken,
 ) {
     loop {
@@ -541,7 +568,10 @@ async fn writer(
                     }
                 }
                 if verdicts.iter().any(|v| matches!(v, Ok(true))) {
-                    changed.notify_one();
+                    wakes.republisher.notify_one();
+                    if let Some(f) = wakes.feed.get() {
+                        f.notify_one();
+                    }
                 }
                 for (reply, verdict) in replies.into_iter().zip(verdicts) {
                     let outcome = verdict.map(|stored| {

@@ -91,6 +91,21 @@ pub fn sign(
     ))
 }
 
+/// A record with value `/ipfs/bafkqaaa<seq>` (a different value per
+/// sequence), a TTL of 1 s and the default options: what most tests need.
+pub fn sign_seq(keypair: &Keypair, seq: u64, validity: SystemTime) -> Bytes {
+    let value = format!("/ipfs/bafkqaaa{seq}");
+    sign(
+        keypair,
+        value.as_bytes(),
+        seq,
+        validity,
+        Duration::from_secs(1),
+        &SignOptions::default(),
+    )
+    .expect("an Ed25519 or RSA key signs any record in range")
+}
+
 /// [`sign`], returning the protobuf so that a test can tamper with it and
 /// encode it itself (or re-sign it with [`resign`]).
 pub fn entry(

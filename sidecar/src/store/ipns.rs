@@ -14,12 +14,14 @@
 //! Must never: judge records (that is `crate::ipns`); it only stores bytes
 //! and the metadata the caller extracted. A row it cannot decode (a future
 //! format) reads as [`StoreError::Corrupt`], never as "absent", so a record
-//! is never silently overwritten by an older one.
+//! is never silently overwritten by an older one. Each stored record gets a
+//! change-feed event in the same transaction (`store::events`).
 
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::{
     Store, StoreError,
+    events::{EventKind, EventLog, EventRow},
     republish::{ScheduleTables, mark_fresh},
 };
 
@@ -128,6 +130,7 @@ impl Store {
         {
             let mut table = tx.open_table(IPNS_RECORDS)?;
             let mut schedule = ScheduleTables::open(&tx)?;
+            let mut log = EventLog::open(&tx, self.event_retention())?;
             for (key, row) in candidates {
                 let stored = table
                     .get(key.as_slice())?
@@ -137,10 +140,18 @@ impl Store {
                 if let Ok(true) = verdict {
                     table.insert(key.as_slice(), row.to_bytes().as_slice())?;
                     mark_fresh(&mut schedule, key, row.received_at_ms)?;
+                    log.append(&EventRow {
+                        kind: EventKind::Updated,
+                        at_ms: row.received_at_ms,
+                        key: key.clone(),
+                        sequence: row.sequence,
+                        record: row.record.clone(),
+                    })?;
                     wrote = true;
                 }
                 verdicts.push(verdict);
             }
+            log.finish()?;
         }
         if wrote {
             tx.commit()?;

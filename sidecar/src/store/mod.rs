@@ -23,6 +23,7 @@
 //! | `ipns_records_v1` | IPNS name multihash | [`IpnsRow`]: metadata + record bytes |
 //! | `ipns_republish_v1`, `ipns_due_v1`, `ipns_failing_v1` | see [`republish`] | the republish schedule |
 //! | `kubo_keys_v1` | see `kubo_keys` | the schedule of the Kubo node's own keys |
+//! | `ipns_events_v1` | see [`events`] | the change feed (updates, expiries) |
 //!
 //! # What survives a crash
 //!
@@ -39,6 +40,7 @@
 //!
 //! This module never reads CAR files and never decides what to import.
 
+pub mod events;
 mod ipns;
 mod kubo_keys;
 mod location;
@@ -135,6 +137,8 @@ pub struct Store {
     /// commit: beginning a redb read transaction per lookup costs about as
     /// much as the lookup itself (measured: 350k vs 600k lookups/s).
     blocks_snapshot: RwLock<Option<Arc<BlocksSnapshot>>>,
+    /// Change-feed events kept (see [`events`]).
+    event_retention: AtomicU64,
 }
 
 struct BlocksSnapshot {
@@ -193,6 +197,7 @@ impl Store {
             tx.open_table(republish::DUE)?;
             tx.open_table(republish::FAILING)?;
             tx.open_table(kubo_keys::KUBO_KEYS)?;
+            tx.open_table(events::EVENTS)?;
         }
         tx.commit()?;
         Ok(Store {
@@ -200,6 +205,7 @@ impl Store {
             path,
             generation: AtomicU64::new(0),
             blocks_snapshot: RwLock::new(None),
+            event_retention: AtomicU64::new(events::DEFAULT_EVENT_RETENTION),
         })
     }
 

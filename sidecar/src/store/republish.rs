@@ -28,7 +28,11 @@ use redb::{
     WriteTransaction,
 };
 
-use super::{IpnsRow, Store, StoreError, ipns::IPNS_RECORDS};
+use super::{
+    IpnsRow, Store, StoreError,
+    events::{EventKind, EventLog, EventRow},
+    ipns::IPNS_RECORDS,
+};
 
 pub(crate) const REPUBLISH: TableDefinition<&[u8], &[u8]> =
     TableDefinition::new("ipns_republish_v1");
@@ -405,6 +409,7 @@ impl Store {
         {
             let records = tx.open_table(IPNS_RECORDS)?;
             let mut tables = ScheduleTables::open(&tx)?;
+            let mut log = EventLog::open(&tx, self.event_retention())?;
             for (key, outcome) in outcomes {
                 let record = records
                     .get(key.as_slice())?
@@ -412,9 +417,23 @@ impl Store {
                     .transpose()?;
                 let old = tables.get(key)?;
                 if let Some(new) = decide(key, record.as_ref(), old.as_ref(), outcome) {
+                    let expires = new.state == RepublishState::Expired
+                        && old
+                            .as_ref()
+                            .is_none_or(|o| o.state != RepublishState::Expired);
+                    if let (true, Some(r)) = (expires, &record) {
+                        log.append(&EventRow {
+                            kind: EventKind::Expired,
+                            at_ms: new.last_attempt_ms,
+                            key: key.clone(),
+                            sequence: r.sequence,
+                            record: r.record.clone(),
+                        })?;
+                    }
                     tables.put(key, old.as_ref(), &new)?;
                 }
             }
+            log.finish()?;
         }
         tx.commit()?;
         Ok(())

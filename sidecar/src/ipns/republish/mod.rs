@@ -593,7 +593,14 @@ impl<T: Target> Ctx<T> {
         })
         .await;
         match written {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => {
+                if batch
+                    .iter()
+                    .any(|d| matches!(d.outcome.attempt, Attempt::Expired))
+                {
+                    self.names.wake_feed();
+                }
+            }
             Ok(Err(e)) => tracing::error!(error = %e, "writing the republish schedule failed"),
             Err(_) => tracing::error!("writing the republish schedule was cancelled"),
         }

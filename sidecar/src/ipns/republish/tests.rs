@@ -8,10 +8,7 @@ use libp2p::identity::Keypair;
 use super::*;
 use crate::{
     clock::TokioClock,
-    ipns::{
-        service::store_key,
-        testing::{SignOptions, sign},
-    },
+    ipns::{service::store_key, testing::sign_seq},
     store::republish::RepublishState,
 };
 
@@ -167,17 +164,7 @@ impl Rig {
     }
 
     fn sign(&self, key: &Keypair, seq: u64, valid_ms: u64) -> Bytes {
-        let validity = UNIX_EPOCH + Duration::from_millis(T0 + valid_ms);
-        let value = format!("/ipfs/bafkqaaa{seq}");
-        sign(
-            key,
-            value.as_bytes(),
-            seq,
-            validity,
-            Duration::from_secs(1),
-            &SignOptions::default(),
-        )
-        .unwrap()
+        sign_seq(key, seq, UNIX_EPOCH + Duration::from_millis(T0 + valid_ms))
     }
 
     fn start(&mut self) {
