@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "installing interop dependencies (Kubo, Node 24, Helia, Knot DNS)"
+step "installing interop dependencies (Kubo, Node 24, Helia, Knot DNS, Chromium)"
 bash compat-tests/scripts/setup.sh
 
 step "cargo fmt --check"

@@ -10,6 +10,7 @@
 #   3. Knot DNS (`knotd`, and `kdig`/`knsupdate`) from the Debian packages knot and
 #      knot-dnsutils, for the DNS rig in src/dns/. It runs its own knotd with its own
 #      config and port; a system knot service the package may start is never used.
+#      And Debian's chromium, the headless browser of tests/watch_clients.rs.
 #
 # The npm download cache lives at ${SIDECAR_CACHE:-~/.cache/sidecar}/npm, beside the Kubo
 # binary, so a fresh clone (as CI uses) does not download every tarball again.
@@ -54,23 +55,26 @@ case "$node_version" in
   *) die "$node_bin is $node_version; Helia 7 needs Node >= 22" ;;
 esac
 
-# --- Knot DNS (knotd, kdig, knsupdate) -------------------------------------------------
-# knotd lives in /usr/sbin, which a non-root PATH may lack (src/dns.rs looks there too).
-have_knot() {
-  local t
-  for t in knotd kdig knsupdate; do
-    command -v "$t" >/dev/null || [ -x "/usr/sbin/$t" ] || [ -x "/usr/bin/$t" ] || return 1
-  done
+# --- Debian packages: Knot DNS (knotd, kdig, knsupdate), Chromium -----------------------
+# knotd lives in /usr/sbin, which a non-root PATH may lack (src/dns/ looks there too).
+have_tool() {
+  command -v "$1" >/dev/null || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]
 }
-if ! have_knot; then
-  command -v apt-get >/dev/null || die "knotd/kdig are missing and apt-get is not available (install the Debian packages knot and knot-dnsutils)"
-  [ "$(id -u)" = 0 ] || die "knotd/kdig are missing; installing knot and knot-dnsutils needs root"
-  echo "setup.sh: apt-get install knot knot-dnsutils" >&2
+packages=()
+have_tool knotd || packages+=(knot)
+{ have_tool kdig && have_tool knsupdate; } || packages+=(knot-dnsutils)
+have_tool chromium || packages+=(chromium)
+if [ "${#packages[@]}" -gt 0 ]; then
+  command -v apt-get >/dev/null || die "missing ${packages[*]} and apt-get is not available (install those Debian packages)"
+  [ "$(id -u)" = 0 ] || die "missing ${packages[*]}; installing Debian packages needs root"
+  echo "setup.sh: apt-get install ${packages[*]}" >&2
   apt_log="$(mktemp)"
   trap 'rm -f "$kubo_log" "$apt_log"' EXIT
   # Package lists may be missing (fresh container) or stale: refresh them first.
   apt-get update >"$apt_log" 2>&1 || { cat "$apt_log" >&2; die "apt-get update failed"; }
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends knot knot-dnsutils \
-      >"$apt_log" 2>&1 || { cat "$apt_log" >&2; die "apt-get install knot knot-dnsutils failed"; }
-  have_knot || die "knot and knot-dnsutils installed, but knotd, kdig or knsupdate is still not on PATH"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${packages[@]}" \
+      >"$apt_log" 2>&1 || { cat "$apt_log" >&2; die "apt-get install ${packages[*]} failed"; }
+  for t in knotd kdig knsupdate chromium; do
+    have_tool "$t" || die "${packages[*]} installed, but $t is still not on PATH"
+  done
 fi

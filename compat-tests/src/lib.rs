@@ -20,6 +20,7 @@
 //! tools fail the test with the command that installs them (`scripts/setup.sh`): nothing is
 //! ever skipped.
 
+pub mod browser;
 pub mod car;
 pub mod dht;
 pub mod dns;

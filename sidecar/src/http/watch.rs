@@ -65,6 +65,11 @@ use crate::{
 
 /// Longest message a `/watch` client may send.
 pub const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+/// Read buffer per WebSocket watcher (client messages are small).
+pub const WS_READ_BUFFER: usize = 4 * 1024;
+/// Most bytes queued in one watcher's WebSocket writer (a notification with
+/// a 10 KiB record is about 14 KiB); the send timeout closes it before.
+pub const WS_MAX_WRITE_BUFFER: usize = 256 * 1024;
 
 /// What the watch endpoints share.
 #[derive(Clone)]
@@ -224,11 +229,26 @@ fn upgrade(
     let metrics = s.metrics.clone();
     Ok(ws
         .max_message_size(MAX_CLIENT_MESSAGE)
+        // tungstenite's defaults (128 KiB read buffer, 128 KiB write
+        // batching) cost 136 KiB per idle watcher; watchers read little and
+        // each notification is flushed at once anyway.
+        .read_buffer_size(WS_READ_BUFFER)
+        .write_buffer_size(0)
+        .max_write_buffer_size(WS_MAX_WRITE_BUFFER)
         .on_upgrade(move |socket| async move {
-            let sub = w.feed.subscribe(since);
+            let sub = subscribe(&w.feed, &filter, since);
             ws_session(socket, w, sub, filter, interactive, metrics).await;
             drop(permit);
         }))
+}
+
+/// A watcher of exactly one name rides that name's ring; others read the
+/// shared one and filter.
+fn subscribe(feed: &Arc<Feed>, filter: &Filter, since: Option<u64>) -> Subscription {
+    match (filter.all, filter.names.keys().next()) {
+        (None, Some(name)) if filter.names.len() == 1 => feed.subscribe_name(*name, since),
+        _ => feed.subscribe(since),
+    }
 }
 
 fn resync_json(reason: &str, id: u64) -> String {
@@ -432,7 +452,7 @@ fn sse(
 ) -> Result<Response, ApiError> {
     let w = watch_state(&s)?;
     let permit = admit(&w, &s, client)?;
-    let sub = w.feed.subscribe(since);
+    let sub = subscribe(&w.feed, &filter, since);
     let metrics = s.metrics.clone();
     struct Session {
         sub: Subscription,

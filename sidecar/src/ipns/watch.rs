@@ -7,8 +7,10 @@
 //! commit ([`Feed::wake`]; also every [`PUMP_TICK`] as a safety net), it
 //! reads the events it has not sent yet, in number order, turns each into
 //! an [`Event`] once (name, value, record, JSON) and broadcasts it on a
-//! bounded ring ([`tokio::sync::broadcast`], [`Feed::capacity`] events,
-//! shared by every watcher).
+//! bounded ring ([`tokio::sync::broadcast`], [`Feed::capacity`] events)
+//! shared by the watchers of every name or of name sets, and on the small
+//! ring of its name ([`TOPIC_CAPACITY`]) when that name has single-name
+//! watchers: an event wakes its own watchers, not every idle one.
 //!
 //! A watcher [`Feed::subscribe`]s with an optional resume point (the last
 //! event number it saw): it first gets the stored events after that point
@@ -46,6 +48,9 @@ use crate::store::{
 pub const PUMP_TICK: Duration = Duration::from_secs(1);
 /// Events read from the store at a time.
 pub const PAGE: usize = 256;
+/// Changes of one name a single-name watcher may fall behind (its ring is
+/// allocated per watched name, so it is small).
+pub const TOPIC_CAPACITY: usize = 16;
 
 /// Resync reason: the resume point is older than the events kept.
 pub const RESYNC_RETENTION: &str = "retention";
@@ -143,7 +148,11 @@ pub enum Next {
 /// The change feed; see the module docs.
 pub struct Feed {
     store: Arc<Store>,
+    /// Every event: for watchers of every name or of a set of names.
     tx: broadcast::Sender<Arc<Event>>,
+    /// One small ring per name that has single-name watchers, so an event
+    /// wakes only the watchers of its name, not every idle watcher.
+    topics: std::sync::Mutex<std::collections::HashMap<Name, broadcast::Sender<Arc<Event>>>>,
     /// The last event broadcast.
     last: AtomicU64,
     wake: Arc<Notify>,
@@ -163,6 +172,7 @@ impl Feed {
         let feed = Arc::new(Feed {
             store,
             tx,
+            topics: std::sync::Mutex::new(std::collections::HashMap::new()),
             last: AtomicU64::new(next.saturating_sub(1)),
             wake: Arc::new(Notify::new()),
             capacity: capacity.max(1),
@@ -209,8 +219,12 @@ impl Feed {
                 let full = page.events.len() == PAGE;
                 for (id, row) in page.events {
                     if let Some(event) = Event::from_row(id, row) {
+                        let event = Arc::new(event);
                         // No receiver is not an error: nobody watches.
-                        let _ = self.tx.send(Arc::new(event));
+                        if let Some(topic) = self.topics().get(&event.name) {
+                            let _ = topic.send(event.clone());
+                        }
+                        let _ = self.tx.send(event);
                     }
                     self.last.store(id, Ordering::Release);
                 }
@@ -226,16 +240,41 @@ impl Feed {
         }
     }
 
-    /// A new watcher, resuming after event `since` when given; see the
-    /// module docs.
+    fn topics(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<Name, broadcast::Sender<Arc<Event>>>>
+    {
+        self.topics.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new watcher of every event (it filters), resuming after event
+    /// `since` when given; see the module docs.
     pub fn subscribe(self: &Arc<Self>, since: Option<u64>) -> Subscription {
+        self.subscribe_to(None, since)
+    }
+
+    /// A new watcher of `name`'s events only (on its own ring of
+    /// [`TOPIC_CAPACITY`]), resuming after event `since` when given.
+    pub fn subscribe_name(self: &Arc<Self>, name: Name, since: Option<u64>) -> Subscription {
+        self.subscribe_to(Some(name), since)
+    }
+
+    fn subscribe_to(self: &Arc<Self>, topic: Option<Name>, since: Option<u64>) -> Subscription {
         // Subscribe first, then read `last`: every event after `last` is in
         // the ring, and the ones up to `last` come from the store.
-        let rx = self.tx.subscribe();
+        let rx = match topic {
+            None => self.tx.subscribe(),
+            Some(name) => self
+                .topics()
+                .entry(name)
+                .or_insert_with(|| broadcast::channel(TOPIC_CAPACITY.min(self.capacity)).0)
+                .subscribe(),
+        };
         let live_after = self.last();
         let unknown = since.is_some_and(|s| s > live_after);
         Subscription {
             feed: self.clone(),
+            topic,
             rx,
             cursor: since.unwrap_or(live_after).min(live_after),
             live_after,
@@ -248,6 +287,8 @@ impl Feed {
 /// One watcher's position in the feed.
 pub struct Subscription {
     feed: Arc<Feed>,
+    /// The name this watcher's ring is for (`None`: every event).
+    topic: Option<Name>,
     rx: broadcast::Receiver<Arc<Event>>,
     /// The last event delivered (or skipped) to this watcher.
     cursor: u64,
@@ -319,8 +360,10 @@ impl Subscription {
             }
             any = true;
             match Event::from_row(id, row) {
-                Some(e) => self.backlog.push_back(Arc::new(e)),
-                None => self.cursor = id,
+                Some(e) if self.topic.is_none_or(|t| t == e.name) => {
+                    self.backlog.push_back(Arc::new(e))
+                }
+                _ => self.cursor = id,
             }
         }
         if !any {
@@ -329,6 +372,21 @@ impl Subscription {
             self.cursor = self.live_after;
         }
         Ok(true)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        // The last watcher of a name takes its ring with it.
+        if let Some(name) = self.topic {
+            let mut topics = self.feed.topics();
+            if topics
+                .get(&name)
+                .is_some_and(|tx| tx.receiver_count() <= 1)
+            {
+                topics.remove(&name);
+            }
+        }
     }
 }
 

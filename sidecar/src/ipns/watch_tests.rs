@@ -147,3 +147,32 @@ async fn a_watcher_a_ring_behind_resyncs_and_others_are_unaffected() {
     }
     assert!(matches!(slow.next().await, Next::Resync { .. }));
 }
+
+#[tokio::test]
+async fn a_single_name_watcher_rides_its_own_ring_and_resumes_within_it() {
+    let r = rig(64);
+    let (a, b) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let name_a = Name::from_public_key(&a.public());
+    let mut sub = r.feed.subscribe_name(name_a, None);
+    assert_eq!(r.feed.topics().len(), 1);
+    r.put(&b, 1).await;
+    r.put(&a, 1).await;
+    r.put(&b, 2).await;
+    r.put(&a, 2).await;
+    let got: Vec<(u64, u64)> = [next_event(&mut sub).await, next_event(&mut sub).await]
+        .iter()
+        .map(|e| {
+            assert_eq!(e.name, name_a);
+            (e.id, e.sequence)
+        })
+        .collect();
+    assert_eq!(got, [(2, 1), (4, 2)]);
+    // Resuming from the start reads only this name's events from the store.
+    let mut again = r.feed.subscribe_name(name_a, Some(0));
+    assert_eq!(next_event(&mut again).await.id, 2);
+    assert_eq!(next_event(&mut again).await.id, 4);
+    drop(sub);
+    assert_eq!(r.feed.topics().len(), 1, "another watcher still holds it");
+    drop(again);
+    assert!(r.feed.topics().is_empty(), "the last watcher takes the ring");
+}
