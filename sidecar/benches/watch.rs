@@ -101,7 +101,7 @@ async fn connect(http: &str, path: &str) -> Ws {
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0);
-    tokio_tungstenite::connect_async_with_config(format!("ws://{http}{path}"), Some(config), false)
+    tokio_tungstenite::connect_async_with_config(format!("ws://{http}{path}"), Some(config), true)
         .await
         .unwrap()
         .0

@@ -380,10 +380,7 @@ impl Drop for Subscription {
         // The last watcher of a name takes its ring with it.
         if let Some(name) = self.topic {
             let mut topics = self.feed.topics();
-            if topics
-                .get(&name)
-                .is_some_and(|tx| tx.receiver_count() <= 1)
-            {
+            if topics.get(&name).is_some_and(|tx| tx.receiver_count() <= 1) {
                 topics.remove(&name);
             }
         }

@@ -174,5 +174,8 @@ async fn a_single_name_watcher_rides_its_own_ring_and_resumes_within_it() {
     drop(sub);
     assert_eq!(r.feed.topics().len(), 1, "another watcher still holds it");
     drop(again);
-    assert!(r.feed.topics().is_empty(), "the last watcher takes the ring");
+    assert!(
+        r.feed.topics().is_empty(),
+        "the last watcher takes the ring"
+    );
 }
