@@ -42,7 +42,7 @@ use std::{
 use axum::{
     extract::{
         ConnectInfo, Path, Query, State,
-        ws::{Message, WebSocket, WebSocketUpgrade},
+        ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade},
     },
     http::HeaderMap,
     response::{
@@ -279,8 +279,10 @@ async fn ws_session(
             next = sub.next() => match next {
                 Next::Event(e) => {
                     let Some(with_record) = filter.wants(&e) else { continue };
-                    let text = e.json(with_record).to_owned();
-                    if !send(&mut socket, Message::Text(text.into()), timeout).await {
+                    let Ok(text) = Utf8Bytes::try_from(e.json_bytes(with_record).clone()) else {
+                        continue;
+                    };
+                    if !send(&mut socket, Message::Text(text), timeout).await {
                         return;
                     }
                     metrics.watch_notifications.inc();

@@ -80,8 +80,8 @@ pub struct Event {
     pub value: Option<String>,
     pub record: Bytes,
     pub at_ms: u64,
-    json_full: OnceLock<String>,
-    json_bare: OnceLock<String>,
+    json_full: OnceLock<Bytes>,
+    json_bare: OnceLock<Bytes>,
 }
 
 impl Event {
@@ -108,6 +108,13 @@ impl Event {
     /// `id`, `kind` and `sequence`; `record` (base64) only when asked for.
     /// Built once per event and shared by every watcher.
     pub fn json(&self, with_record: bool) -> &str {
+        // Built from a `String`, so always UTF-8.
+        std::str::from_utf8(self.json_bytes(with_record)).unwrap_or_default()
+    }
+
+    /// [`Event::json`] as shared bytes: each watcher's frame references
+    /// them instead of copying.
+    pub fn json_bytes(&self, with_record: bool) -> &Bytes {
         let cell = if with_record {
             &self.json_full
         } else {
@@ -126,7 +133,7 @@ impl Event {
                     .encode(&self.record)
                     .into();
             }
-            v.to_string()
+            Bytes::from(v.to_string())
         })
     }
 }
