@@ -9,7 +9,8 @@
 //! (d) what polling every 5 s would cost the same watchers, in requests.
 //! Prints one table. Clients run in this process on the other core.
 //!
-//! Run: `cargo bench -p sidecar --bench watch`
+//! Run: `cargo bench -p sidecar --bench watch` (pinned: `SIDECAR_BENCH_DAEMON_CPUS=0
+//! taskset -c 1 cargo bench -p sidecar --bench watch`)
 
 use std::{
     process::{Child, Command, Stdio},
@@ -47,7 +48,17 @@ impl Drop for Daemon {
 fn start() -> Daemon {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let child = Command::new(env!("CARGO_BIN_EXE_sidecar"))
+    // SIDECAR_BENCH_DAEMON_CPUS=0 runs the daemon under `taskset -c 0` (run
+    // the bench itself under `taskset -c 1` to keep the clients apart).
+    let mut cmd = match std::env::var("SIDECAR_BENCH_DAEMON_CPUS") {
+        Ok(cpus) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", &cpus, env!("CARGO_BIN_EXE_sidecar")]);
+            c
+        }
+        Err(_) => Command::new(env!("CARGO_BIN_EXE_sidecar")),
+    };
+    let child = cmd
         .arg("--data-dir")
         .arg(&data)
         .arg("run")
