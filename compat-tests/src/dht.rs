@@ -60,6 +60,8 @@ use crate::process;
 /// How long [`DhtMesh::start`] and [`DhtMesh::reconnect`] wait for the routing tables
 /// (measured: well under a second after the connects; the margin is for a loaded machine).
 pub const MESH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// Attempts per `swarm connect` when meshing (see `DhtMesh::connect`).
+pub const CONNECT_TRIES: u32 = 3;
 /// go-log levels of the mesh's daemons: errors only, so the log tails stay readable.
 pub const MESH_LOG_LEVEL: &str = "error";
 /// Kubo ≥ 0.41: when set, the WAN DHT accepts loopback peers (stub networks in tests).
@@ -323,11 +325,29 @@ impl DhtMesh {
 
     /// `swarm connect` from node `i` to each node `j` in `to` (skipping `i` and stopped
     /// nodes). Connecting to an already connected peer succeeds.
+    ///
+    /// A connect is tried up to [`CONNECT_TRIES`] times: with fixed ports (port reuse) the
+    /// two nodes can dial each other at the same moment (the DHT of a third node told one
+    /// about the other), a TCP simultaneous open in which both sides start TLS as the client
+    /// ("received unexpected handshake message of type *tls.clientHelloMsg"). It is
+    /// transient; the next attempt finds the connection made or makes a fresh one.
     fn connect(&self, i: usize, to: impl Iterator<Item = usize>) -> Result<()> {
         for j in to.filter(|&j| j != i && self.nodes[j].is_running()) {
-            self.nodes[i]
-                .swarm_connect(&self.swarm_addrs[j])
-                .with_context(|| format!("meshing node {i} with node {j}"))?;
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                match self.nodes[i].swarm_connect(&self.swarm_addrs[j]) {
+                    Ok(()) => break,
+                    Err(_) if tries < CONNECT_TRIES => {
+                        thread::sleep(std::time::Duration::from_millis(200));
+                    }
+                    Err(e) => {
+                        return Err(e).with_context(|| {
+                            format!("meshing node {i} with node {j} ({tries} tries)")
+                        });
+                    }
+                }
+            }
         }
         Ok(())
     }
