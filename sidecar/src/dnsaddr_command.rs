@@ -143,11 +143,7 @@ pub fn record_set(
 /// This sidecar's direct addresses; see the module docs.
 fn direct_addrs(data_dir: &Path, config: &Config) -> anyhow::Result<Vec<Multiaddr>> {
     let bound = daemon_listen_addrs(data_dir).unwrap_or_else(|| config.p2p.listen.clone());
-    let addrs: Vec<Multiaddr> = config
-        .direct_addrs(&bound)
-        .into_iter()
-        .filter(|a| !a.iter().any(|p| matches!(p, Protocol::Tcp(0))))
-        .collect();
+    let addrs = config.direct_addrs(&bound);
     if addrs.is_empty() {
         bail!(
             "no dialable address: set [p2p] announce (e.g. /dns4/node.example.com/tcp/4010); \

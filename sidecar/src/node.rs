@@ -374,14 +374,7 @@ fn publish_dnsaddr(
     let (Some(domain), Some(server)) = (d.domain.as_deref(), d.server) else {
         return Ok(());
     };
-    let addrs: Vec<libp2p::Multiaddr> = config
-        .direct_addrs(bound)
-        .into_iter()
-        .filter(|a| {
-            !a.iter()
-                .any(|p| matches!(p, libp2p::multiaddr::Protocol::Tcp(0)))
-        })
-        .collect();
+    let addrs = config.direct_addrs(bound);
     let set = dnsaddr::RecordSet::new(domain, peer, &addrs, d.ttl)
         .context("dnsaddr.publish: the records for this sidecar")?;
     let publisher = dnsaddr::Publisher::new(server, d.tsig.clone());

@@ -355,7 +355,7 @@ impl Config {
 
     /// The addresses peers can dial directly (what the dnsaddr TXT records
     /// list): `[p2p] announce` when set, else the bound addresses that are
-    /// not unspecified (0.0.0.0 / ::).
+    /// not unspecified (0.0.0.0 / ::) nor port 0 (configured, not bound).
     pub fn direct_addrs(&self, bound: &[Multiaddr]) -> Vec<Multiaddr> {
         if !self.p2p.announce.is_empty() {
             return self.p2p.announce.clone();
@@ -366,6 +366,7 @@ impl Config {
                 !a.iter().any(|p| match p {
                     Protocol::Ip4(ip) => ip.is_unspecified(),
                     Protocol::Ip6(ip) => ip.is_unspecified(),
+                    Protocol::Tcp(port) => port == 0,
                     _ => false,
                 })
             })
